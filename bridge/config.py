@@ -1,0 +1,241 @@
+"""The bridge's configuration: one YAML file, three secrets overridable from the environment.
+
+Every key is validated once, at start-up. Unknown keys (typos) and placeholder values are
+refused with a message that names the key, so a misconfigured bridge never half-starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+# The three secrets may come from the environment (containers, systemd credentials).
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "NUSASMS_API_KEY": ("nusasms", "api_key"),
+    "TELEGRAM_BOT_TOKEN": ("telegram", "bot_token"),
+    "BRIDGE_CALLBACK_SECRET": ("server", "callback_secret"),
+}
+
+# Values copied from config.example.yaml that a real deployment must change.
+_PLACEHOLDER_CHAT_ID = -1001234567890
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _require_secret(value: SecretStr, env: str) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError(f"must be set (in the file or with the {env} environment variable)")
+    return value
+
+
+class NusaSMSSettings(_Section):
+    """How to reach the NusaSMS API."""
+
+    api_key: SecretStr = SecretStr("")
+    base_url: str = "https://api.nusasms.com/nusasms_api/1.0"
+    timezone: str = "Asia/Jakarta"
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_set(cls, value: SecretStr) -> SecretStr:
+        return _require_secret(value, "NUSASMS_API_KEY")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _http_url(value)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The zone NusaSMS writes `inbox_date` and `status_date` in."""
+        return ZoneInfo(self.timezone)
+
+
+class TelegramSettings(_Section):
+    """The bot and the forum supergroup it serves."""
+
+    bot_token: SecretStr = SecretStr("")
+    chat_id: int
+    api_base_url: str = "https://api.telegram.org/bot"
+    api_file_url: str = "https://api.telegram.org/file/bot"
+    operator_ids: tuple[int, ...] = ()
+    # Telegram lets a bot post about 20 messages a minute into one group, all topics together.
+    messages_per_minute: float = Field(default=20.0, gt=0)
+    burst: int = Field(default=3, ge=1, le=100)
+
+    @field_validator("bot_token")
+    @classmethod
+    def _token_set(cls, value: SecretStr) -> SecretStr:
+        value = _require_secret(value, "TELEGRAM_BOT_TOKEN")
+        if ":" not in value.get_secret_value():
+            raise ValueError("does not look like a bot token (expected '<digits>:<secret>')")
+        return value
+
+    @field_validator("chat_id")
+    @classmethod
+    def _real_group(cls, value: int) -> int:
+        if value == _PLACEHOLDER_CHAT_ID:
+            raise ValueError("is still the example value; put your forum group's id here")
+        if value >= 0:
+            raise ValueError("must be a group id (negative, usually starting with -100)")
+        return value
+
+    @field_validator("api_base_url", "api_file_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class ServerSettings(_Section):
+    """The HTTP server NusaSMS calls back."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - the callback server must be reachable from outside
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = "http://localhost:8080"
+    callback_secret: SecretStr = SecretStr("")
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _secret_strong(cls, value: SecretStr) -> SecretStr:
+        value = _require_secret(value, "BRIDGE_CALLBACK_SECRET")
+        secret = value.get_secret_value()
+        if len(secret) < 16:
+            raise ValueError("must be at least 16 characters (it is the only guard on callbacks)")
+        if any(not (c.isalnum() or c in "-_.~") for c in secret):
+            raise ValueError("may only hold letters, digits and - _ . ~ (it is part of a URL)")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+class StorageSettings(_Section):
+    """Where the SQLite database lives and how hard it syncs."""
+
+    path: Path = Path("data/bridge.sqlite3")
+    # FULL: an acknowledged callback survives power loss, not only a crash.
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+
+class WindowSettings(_Section):
+    """WhatsApp's customer-service window."""
+
+    hours: float = Field(default=24.0, gt=0, le=24 * 7)
+
+
+class AlertSettings(_Section):
+    """Balance watching."""
+
+    balance_interval_seconds: float = Field(default=900.0, gt=0)
+    thresholds: dict[str, float] = Field(default_factory=lambda: {"wa_balance": 100.0})
+
+
+class LoggingSettings(_Section):
+    """Log verbosity and format."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = Field(default=False, alias="json")
+
+
+class Settings(_Section):
+    """The whole configuration."""
+
+    nusasms: NusaSMSSettings
+    telegram: TelegramSettings
+    server: ServerSettings
+    storage: StorageSettings = StorageSettings()
+    window: WindowSettings = WindowSettings()
+    alerts: AlertSettings = AlertSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for log redaction."""
+        return [
+            s
+            for s in (
+                self.nusasms.api_key.get_secret_value(),
+                self.telegram.bot_token.get_secret_value(),
+                self.server.callback_secret.get_secret_value(),
+            )
+            if s
+        ]
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, overlay the environment and validate; raise ConfigError with one line per problem."""
+    environ = os.environ if environ is None else environ
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{path}: file not found (copy config.example.yaml and fill it in)"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    data: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for env, (section, key) in ENV_OVERRIDES.items():
+        value = environ.get(env)
+        if value:
+            target = data.setdefault(section, {})
+            if isinstance(target, dict):
+                target[key] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(path, err) for err in exc.errors())) from None
+
+
+def _describe(path: Path, err: Any) -> str:
+    key = ".".join(str(part) for part in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key (a typo?)"
+    elif kind == "missing":
+        message = "missing"
+    else:
+        message = str(err["msg"]).removeprefix("Value error, ")
+    # Never echo a rejected value: it might be a secret in the wrong place.
+    return f"{path}: {key}: {message}"

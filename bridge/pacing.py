@@ -1,0 +1,63 @@
+"""Telegram's message budget for one group, shared by every topic in it.
+
+Telegram lets a bot post about 20 messages a minute into a group; beyond that it answers
+429 with `retry_after`. Every post passes through one `GroupBudget`, which keeps a sliding
+window of recent sends and, after a 429, holds everything back for exactly the time
+Telegram asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable
+
+WINDOW_SECONDS = 60.0
+
+
+class GroupBudget:
+    """A sliding-window limit of `per_minute` sends, plus pauses Telegram imposes."""
+
+    def __init__(
+        self,
+        per_minute: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        # A fractional budget (tests scale time) becomes a shorter window for whole sends.
+        self._slots = max(1, int(per_minute))
+        self._window = WINDOW_SECONDS * self._slots / per_minute
+        self._clock = clock
+        self._sleep = sleep
+        self._sent: collections.deque[float] = collections.deque()
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait until one more message may be sent, and count it as sent."""
+        # One waiter at a time keeps the order of arrival (FIFO) and the count exact.
+        async with self._lock:
+            while True:
+                now = self._clock()
+                while self._sent and self._sent[0] <= now - self._window:
+                    self._sent.popleft()
+                wait = self._paused_until - now
+                if len(self._sent) >= self._slots:
+                    wait = max(wait, self._sent[0] + self._window - now)
+                if wait <= 0:
+                    self._sent.append(now)
+                    return
+                await self._sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Telegram said to wait: nothing is sent to the group for `seconds`."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds left of a pause Telegram imposed (0 when none)."""
+        return max(0.0, self._paused_until - self._clock())

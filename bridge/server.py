@@ -1,0 +1,98 @@
+"""The HTTP side: NusaSMS's callbacks in, `/healthz` out.
+
+Validation happens here, once, at the edge; a request is answered 200 only after the
+intake reports the callback committed to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from bridge.health import Health
+from bridge.intake import Intake
+from bridge.nusasms import InboxCallback, StatusCallback
+from bridge.store import StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+# NusaSMS retries a callback we fail; better a quick 503 than a request hanging on a lock.
+COMMIT_TIMEOUT_SECONDS = 10.0
+
+_Callback = TypeVar("_Callback", bound=BaseModel)
+
+INTAKE_KEY = web.AppKey("intake", Intake)
+HEALTH_KEY = web.AppKey("health", Health)
+SECRET_KEY = web.AppKey("callback_secret", bytes)
+
+
+def build_app(*, intake: Intake, health: Health, callback_secret: str) -> web.Application:
+    """The aiohttp application with every route the bridge serves."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[INTAKE_KEY] = intake
+    app[HEALTH_KEY] = health
+    app[SECRET_KEY] = callback_secret.encode()
+    app.router.add_post("/callbacks/{secret}/wa/inbox", _inbox)
+    app.router.add_post("/callbacks/{secret}/wa/status", _status)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+async def _inbox(request: web.Request) -> web.Response:
+    return await _accept(request, InboxCallback, request.app[INTAKE_KEY].inbox)
+
+
+async def _status(request: web.Request) -> web.Response:
+    return await _accept(request, StatusCallback, request.app[INTAKE_KEY].status)
+
+
+async def _accept(
+    request: web.Request,
+    model: type[_Callback],
+    commit: Callable[[_Callback], Awaitable[None]],
+) -> web.Response:
+    given = request.match_info["secret"].encode()
+    if not hmac.compare_digest(given, request.app[SECRET_KEY]):
+        raise web.HTTPNotFound
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        callback = model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return _error(400, "body is not valid JSON")
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+        return _error(422, "body does not match the callback schema", detail=detail)
+    try:
+        async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
+            await commit(callback)
+    except (StoreError, TimeoutError) as exc:
+        log.error("callback not stored, answering 503: %s", exc)
+        return _error(503, "cannot store the callback right now; retry later")
+    return web.json_response({"ok": True})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    ready, body = await request.app[HEALTH_KEY].report()
+    return web.json_response(body, status=200 if ready else 503)
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps({"ok": False, "error": message, **extra}),
+        content_type="application/json",
+    )

@@ -1,0 +1,430 @@
+"""Everything the bridge remembers, in one SQLite file (WAL), through plain SQL.
+
+One writer connection takes every write, behind one lock; callbacks reach it through a
+group commit, so many concurrent requests share one transaction and one fsync. A second,
+read-only connection serves the queries of the workers and of `/healthz`, which WAL lets
+run beside a commit in progress. Times are Unix seconds (UTC) as REAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+# Each step runs in its own transaction and moves PRAGMA user_version one up.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE rooms (
+        room_id         TEXT PRIMARY KEY,
+        sender_number   TEXT NOT NULL,
+        topic_id        INTEGER,
+        header_pending  INTEGER NOT NULL DEFAULT 1,
+        last_inbox_at   REAL NOT NULL,
+        created_at      REAL NOT NULL,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT
+    );
+    CREATE UNIQUE INDEX rooms_by_topic ON rooms (topic_id) WHERE topic_id IS NOT NULL;
+    CREATE TABLE inbound (
+        id                  INTEGER PRIMARY KEY,
+        ref_no              TEXT NOT NULL UNIQUE,
+        room_id             TEXT NOT NULL REFERENCES rooms (room_id),
+        text                TEXT NOT NULL,
+        inbox_at            REAL NOT NULL,
+        received_at         REAL NOT NULL,
+        posted_at           REAL,
+        parts_done          INTEGER NOT NULL DEFAULT 0,
+        telegram_message_id INTEGER
+    );
+    CREATE INDEX inbound_waiting ON inbound (room_id, id) WHERE posted_at IS NULL;
+    CREATE TABLE status_events (
+        id          INTEGER PRIMARY KEY,
+        ref_no      TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        status_at   REAL NOT NULL,
+        received_at REAL NOT NULL,
+        UNIQUE (ref_no, status)
+    );
+    """,
+)
+
+# A batch bigger than this waits for the next commit; it bounds one transaction's latency.
+MAX_BATCH = 512
+
+
+class StoreError(Exception):
+    """The database could not be opened or written."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database was written by a newer version of the bridge."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewInbound:
+    """A customer message as it enters the queue."""
+
+    ref_no: str
+    room_id: str
+    sender_number: str
+    text: str
+    inbox_at: float
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewStatus:
+    """A delivery status as NusaSMS reported it."""
+
+    ref_no: str
+    status: str
+    status_at: float
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """A WhatsApp conversation and the topic it lives in."""
+
+    room_id: str
+    sender_number: str
+    topic_id: int | None
+    header_pending: bool
+    last_inbox_at: float
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A customer message waiting to be posted."""
+
+    id: int
+    ref_no: str
+    room_id: str
+    text: str
+    inbox_at: float
+    received_at: float
+    parts_done: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """How the inbound queue is doing."""
+
+    waiting: int
+    rooms_waiting: int
+    oldest_received_at: float | None
+    failing_rooms: int
+
+
+_ROOM_COLUMNS = (
+    "room_id, sender_number, topic_id, header_pending, last_inbox_at, attempts, last_error"
+)
+
+
+def _room(row: sqlite3.Row | tuple[Any, ...]) -> Room:
+    return Room(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6])
+
+
+@dataclass(slots=True)
+class _Pending:
+    item: NewInbound | NewStatus
+    done: asyncio.Future[None]
+
+
+class Store:
+    """The bridge's SQLite database."""
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._committer: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    @classmethod
+    async def open(cls, path: Path, *, synchronous: str = "FULL") -> Store:
+        """Open (creating and migrating if needed) the database at `path`."""
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            writer = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        try:
+            await _configure(writer, synchronous)
+            await _migrate(writer)
+            reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout = 2000")
+        except BaseException:
+            await writer.close()
+            raise
+        store = cls(writer, reader)
+        store._committer = asyncio.create_task(store._commit_loop(), name="store-group-commit")
+        return store
+
+    async def close(self) -> None:
+        """Finish pending commits and close both connections."""
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+            self._committer = None
+        while not self._pending.empty():
+            pending = self._pending.get_nowait()
+            if not pending.done.done():
+                pending.done.set_exception(StoreError("database closed"))
+        await self._reader.close()
+        await self._writer.close()
+
+    # --- group commit ---------------------------------------------------------------------
+
+    async def add(self, item: NewInbound | NewStatus) -> None:
+        """Durably record a callback; returns once it is committed (a duplicate is a no-op)."""
+        if self._committer is None or self._committer.done():
+            raise StoreError("database closed")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.put_nowait(_Pending(item, done))
+        await done
+
+    async def _commit_loop(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while len(batch) < MAX_BATCH and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            try:
+                await self._commit(batch)
+            except StoreError as error:
+                log.error("commit of %d callbacks failed: %s", len(batch), error)
+                for pending in batch:
+                    if not pending.done.done():
+                        pending.done.set_exception(error)
+            else:
+                self.batches += 1
+                for pending in batch:
+                    if not pending.done.done():
+                        pending.done.set_result(None)
+
+    async def _commit(self, batch: Sequence[_Pending]) -> None:
+        inbound = [p.item for p in batch if isinstance(p.item, NewInbound)]
+        statuses = [p.item for p in batch if isinstance(p.item, NewStatus)]
+        async with self._transaction() as db:
+            if inbound:
+                # Rooms first: messages reference them. A duplicate ref_no leaves no trace.
+                await db.executemany(
+                    """
+                    INSERT INTO rooms (room_id, sender_number, last_inbox_at, created_at)
+                    VALUES (?, ?, ?, ?)
+                    ON CONFLICT (room_id) DO UPDATE SET
+                        sender_number = excluded.sender_number,
+                        last_inbox_at = max(last_inbox_at, excluded.last_inbox_at)
+                    WHERE NOT EXISTS (SELECT 1 FROM inbound WHERE ref_no = ?)
+                    """,
+                    [
+                        (m.room_id, m.sender_number, m.inbox_at, m.received_at, m.ref_no)
+                        for m in inbound
+                    ],
+                )
+                await db.executemany(
+                    """
+                    INSERT INTO inbound (ref_no, room_id, text, inbox_at, received_at)
+                    VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (ref_no) DO NOTHING
+                    """,
+                    [(m.ref_no, m.room_id, m.text, m.inbox_at, m.received_at) for m in inbound],
+                )
+            if statuses:
+                await db.executemany(
+                    """
+                    INSERT INTO status_events (ref_no, status, status_at, received_at)
+                    VALUES (?, ?, ?, ?)
+                    ON CONFLICT (ref_no, status) DO NOTHING
+                    """,
+                    [(s.ref_no, s.status, s.status_at, s.received_at) for s in statuses],
+                )
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; any SQLite failure surfaces as StoreError."""
+        async with self._write_lock:
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._writer
+                    await self._writer.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error, ValueError):
+                        await self._writer.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, ValueError) as exc:
+                raise StoreError(f"database write failed: {exc}") from exc
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        async with self._transaction() as db:
+            cursor = await db.execute(sql, tuple(params))
+            return cursor.rowcount
+
+    # --- the inbound queue ------------------------------------------------------------------
+
+    async def due_rooms(self, now: float, limit: int) -> list[Room]:
+        """Rooms with waiting messages whose backoff has passed, oldest waiting message first."""
+        rows = await self._fetch(
+            f"""
+            SELECT {_ROOM_COLUMNS} FROM (
+                SELECT room_id, min(id) AS head FROM inbound
+                WHERE posted_at IS NULL GROUP BY room_id
+            ) AS w JOIN rooms USING (room_id)
+            WHERE next_attempt_at <= ?
+            ORDER BY w.head LIMIT ?
+            """,  # noqa: S608 - only our own column list is interpolated
+            (now, limit),
+        )
+        return [_room(r) for r in rows]
+
+    async def next_attempt_at(self) -> float | None:
+        """The earliest time a room in backoff may be tried again."""
+        rows = await self._fetch(
+            """
+            SELECT min(next_attempt_at) FROM rooms
+            WHERE room_id IN (SELECT room_id FROM inbound WHERE posted_at IS NULL)
+            """
+        )
+        return rows[0][0] if rows else None
+
+    async def waiting(self, room_id: str, limit: int) -> list[Inbound]:
+        """The room's waiting messages, in order."""
+        rows = await self._fetch(
+            """
+            SELECT id, ref_no, room_id, text, inbox_at, received_at, parts_done FROM inbound
+            WHERE room_id = ? AND posted_at IS NULL ORDER BY id LIMIT ?
+            """,
+            (room_id, limit),
+        )
+        return [Inbound(*r) for r in rows]
+
+    async def room(self, room_id: str) -> Room | None:
+        """One room, or None."""
+        rows = await self._fetch(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE room_id = ?",  # noqa: S608
+            (room_id,),
+        )
+        return _room(rows[0]) if rows else None
+
+    async def room_by_topic(self, topic_id: int) -> Room | None:
+        """The room whose topic this is, or None."""
+        rows = await self._fetch(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE topic_id = ?",  # noqa: S608
+            (topic_id,),
+        )
+        return _room(rows[0]) if rows else None
+
+    async def mark_posted(self, ids: Sequence[int], message_id: int, now: float) -> None:
+        """These messages are in Telegram now; the room's failures are forgotten."""
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE inbound SET posted_at = ?, telegram_message_id = ? WHERE id = ?",
+                [(now, message_id, i) for i in ids],
+            )
+            await db.execute(
+                """
+                UPDATE rooms SET attempts = 0, last_error = NULL, next_attempt_at = 0
+                WHERE room_id = (SELECT room_id FROM inbound WHERE id = ?)
+                """,
+                (ids[0],),
+            )
+
+    async def mark_part_posted(self, inbound_id: int, parts_done: int) -> None:
+        """Remember how far a split message got, so a restart resumes instead of repeating."""
+        await self._write(
+            "UPDATE inbound SET parts_done = ? WHERE id = ?", (parts_done, inbound_id)
+        )
+
+    async def set_topic(self, room_id: str, topic_id: int | None) -> None:
+        """Bind the room to a (new) topic, which then needs its header."""
+        await self._write(
+            "UPDATE rooms SET topic_id = ?, header_pending = 1 WHERE room_id = ?",
+            (topic_id, room_id),
+        )
+
+    async def header_posted(self, room_id: str) -> None:
+        """The topic's header is in place."""
+        await self._write("UPDATE rooms SET header_pending = 0 WHERE room_id = ?", (room_id,))
+
+    async def room_failed(self, room_id: str, next_attempt_at: float, error: str) -> None:
+        """Posting to this room failed; try again later."""
+        await self._write(
+            """
+            UPDATE rooms SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?
+            WHERE room_id = ?
+            """,
+            (next_attempt_at, error[:500], room_id),
+        )
+
+    async def queue_stats(self) -> QueueStats:
+        """Depth and age of the inbound queue."""
+        rows = await self._fetch(
+            """
+            SELECT count(*), count(DISTINCT room_id), min(received_at)
+            FROM inbound WHERE posted_at IS NULL
+            """
+        )
+        failing = await self._fetch(
+            "SELECT count(*) FROM rooms WHERE attempts > 0 AND next_attempt_at > 0"
+        )
+        waiting, rooms_waiting, oldest = rows[0]
+        return QueueStats(waiting, rooms_waiting, oldest, failing[0][0])
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return list(await self._reader.execute_fetchall(sql, params))
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be read."""
+        await self._fetch("SELECT 1 FROM rooms LIMIT 1")
+
+
+async def _configure(db: aiosqlite.Connection, synchronous: str) -> None:
+    mode = await db.execute_fetchall("PRAGMA journal_mode = WAL")
+    if next(iter(mode))[0].lower() != "wal":
+        raise StoreError("the database does not support WAL (a network file system?)")
+    await db.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+    await db.execute("PRAGMA foreign_keys = ON")
+    # A locked database must answer callbacks 503 quickly, not hang the request.
+    await db.execute("PRAGMA busy_timeout = 2000")
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    rows = await db.execute_fetchall("PRAGMA user_version")
+    version = next(iter(rows))[0]
+    if version > len(MIGRATIONS):
+        raise SchemaTooNewError(
+            f"database schema version {version} is newer than this bridge knows "
+            f"({len(MIGRATIONS)}); upgrade the bridge instead of downgrading it"
+        )
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        log.info("migrating database to schema version %d", number)
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(step):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {number}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

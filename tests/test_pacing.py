@@ -1,0 +1,60 @@
+"""Telegram's per-group budget: a sliding window, and pauses after a 429."""
+
+from __future__ import annotations
+
+from bridge.pacing import GroupBudget
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def test_budget_allows_a_full_window_then_one_send_per_slot() -> None:
+    t = FakeTime()
+    budget = GroupBudget(20, clock=t.clock, sleep=t.sleep)
+    for _ in range(20):
+        await budget.acquire()
+    assert t.now == 1000.0  # the first 20 go out at once
+    await budget.acquire()
+    assert t.now == 1060.0  # the 21st waits until the first leaves the window
+
+
+async def test_sends_in_any_window_never_exceed_the_budget() -> None:
+    t = FakeTime()
+    budget = GroupBudget(20, clock=t.clock, sleep=t.sleep)
+    sent = []
+    for _ in range(100):
+        await budget.acquire()
+        sent.append(t.now)
+        t.now += 0.5
+    for i, start in enumerate(sent):
+        assert sum(1 for s in sent[i:] if s < start + 60) <= 20
+
+
+async def test_retry_after_pauses_every_sender_exactly() -> None:
+    t = FakeTime()
+    budget = GroupBudget(20, clock=t.clock, sleep=t.sleep)
+    await budget.acquire()
+    budget.pause(7)
+    assert budget.paused_for == 7
+    await budget.acquire()
+    assert t.now == 1007.0
+
+
+async def test_fractional_budget_keeps_its_rate() -> None:
+    t = FakeTime()
+    budget = GroupBudget(0.5, clock=t.clock, sleep=t.sleep)  # one message per two minutes
+    await budget.acquire()
+    await budget.acquire()
+    assert t.now == 1120.0
