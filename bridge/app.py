@@ -15,16 +15,21 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from telegram import Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
-from telegram.ext import Application
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
 from bridge import preflight
 from bridge.config import Settings
+from bridge.feedback import RETRY_PREFIX, Feedback
 from bridge.health import Health, ServiceState
 from bridge.intake import Intake
+from bridge.media import MediaLibrary
 from bridge.nusasms import NusaSMSClient, NusaSMSError
+from bridge.outbox import Outbox
 from bridge.pacing import GroupBudget
 from bridge.relay import Relay
+from bridge.replies import Replies, fetch_file
 from bridge.server import build_app
 from bridge.store import Store
 from bridge.topics import Topics
@@ -49,6 +54,10 @@ class Bridge:
         self._telegram: Application | None = None  # type: ignore[type-arg]
         self._telegram_ready = False
         self._relay: Relay | None = None
+        self._outbox: Outbox | None = None
+        self._feedback: Feedback | None = None
+        self._replies: Replies | None = None
+        self._polling = False
         self._checks: list[asyncio.Task[None]] = []
         self.health: Health | None = None
         self.port: int | None = None
@@ -95,9 +104,47 @@ class Bridge:
             window_hours=s.window.hours,
             clock=self._clock,
         )
+        window_seconds = s.window.hours * 3600
         self._relay = relay = Relay(store, topics, tz=tz, clock=self._clock)
-        intake = Intake(store, tz=tz, on_inbound=relay.wake, clock=self._clock)
-        self.health = health = Health(store, workers_running=lambda: relay.running)
+        self._feedback = feedback = Feedback(store, topics, chat_id=s.telegram.chat_id)
+        media = None
+        if s.nusasms.media_mode == "url":
+            media = MediaLibrary(
+                store,
+                s.storage.media_path,
+                public_url=s.server.public_url,
+                ttl_seconds=s.nusasms.media_ttl_hours * 3600,
+                clock=self._clock,
+            )
+        self._outbox = outbox = Outbox(
+            store,
+            self._nusasms,
+            fetch_file=lambda file_id: fetch_file(bot, file_id),
+            media=media,
+            window_seconds=window_seconds,
+            tz=tz,
+            on_changed=feedback.wake,
+            clock=self._clock,
+        )
+        self._replies = Replies(
+            store,
+            topics,
+            chat_id=s.telegram.chat_id,
+            operator_ids=s.telegram.operator_ids,
+            note_prefix=s.telegram.note_prefix,
+            window_seconds=window_seconds,
+            tz=tz,
+            on_queued=outbox.wake,
+            clock=self._clock,
+        )
+        self._add_handlers(self._telegram)
+        intake = Intake(
+            store, tz=tz, on_inbound=relay.wake, on_status=outbox.wake, clock=self._clock
+        )
+        self.health = health = Health(
+            store,
+            workers_running=lambda: relay.running and outbox.running and feedback.running,
+        )
         health.last_callback_at = lambda: intake.last_callback_at
 
         await self._first_check("NusaSMS", health.nusasms, self._check_nusasms)
@@ -108,6 +155,7 @@ class Bridge:
                 intake=intake,
                 health=health,
                 callback_secret=s.server.callback_secret.get_secret_value(),
+                media=media,
             ),
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         )
@@ -116,6 +164,8 @@ class Bridge:
         await site.start()
         self.port = self._bound_port()
         relay.start()
+        outbox.start()
+        feedback.start()
         log.info("bridge listening on %s:%s", s.server.host, self.port)
 
     def _bound_port(self) -> int | None:
@@ -179,8 +229,51 @@ class Bridge:
         described = await preflight.check_telegram(
             self._telegram.bot, self.settings.telegram.chat_id
         )
+        if not self._polling:
+            await self._telegram.start()
+            assert self._telegram.updater is not None
+            await self._telegram.updater.start_polling(
+                allowed_updates=["message", "edited_message", "callback_query"],
+                error_callback=self._polling_error,
+            )
+            self._polling = True
         self._relay.enable()
         return described
+
+    def _polling_error(self, exc: TelegramError) -> None:
+        if self.health is not None:
+            self.health.telegram.set("unreachable", _describe(exc))
+
+    def _add_handlers(self, application: Application) -> None:  # type: ignore[type-arg]
+        replies = self._replies
+        assert replies is not None
+
+        async def on_message(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+            if update.message is not None:
+                await replies.on_message(update.message)
+
+        async def on_edited(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+            if update.edited_message is not None:
+                await replies.on_edited(update.edited_message)
+
+        async def on_retry(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+            query = update.callback_query
+            if query is None:
+                return
+            answer = await replies.on_retry(query)
+            await query.answer(answer)
+            if answer == "Sending again.":
+                with contextlib.suppress(TelegramError):
+                    await query.edit_message_reply_markup(None)
+
+        async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+            log.error("handling a Telegram update failed", exc_info=context.error)
+
+        chat = filters.Chat(self.settings.telegram.chat_id)
+        application.add_handler(MessageHandler(chat & filters.UpdateType.MESSAGE, on_message))
+        application.add_handler(MessageHandler(chat & filters.UpdateType.EDITED_MESSAGE, on_edited))
+        application.add_handler(CallbackQueryHandler(on_retry, pattern=f"^{RETRY_PREFIX}"))
+        application.add_error_handler(on_error)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight work finish, close everything."""
@@ -191,9 +284,18 @@ class Bridge:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._relay is not None:
-            await self._relay.stop(grace=SHUTDOWN_GRACE_SECONDS)
-            self._relay = None
+        if self._telegram is not None and self._polling:
+            with contextlib.suppress(TelegramError, RuntimeError):
+                if self._telegram.updater is not None:
+                    await self._telegram.updater.stop()
+                await self._telegram.stop()
+            self._polling = False
+        workers = [w.stop(grace=SHUTDOWN_GRACE_SECONDS) for w in (self._relay, self._outbox) if w]
+        await asyncio.gather(*workers)
+        self._relay = self._outbox = None
+        if self._feedback is not None:
+            await self._feedback.stop()
+            self._feedback = None
         if self._telegram is not None:
             if self._telegram_ready:
                 with contextlib.suppress(TelegramError, RuntimeError):

@@ -54,6 +54,9 @@ class NusaSMSSettings(_Section):
     base_url: str = "https://api.nusasms.com/nusasms_api/1.0"
     timezone: str = "Asia/Jakarta"
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    # url: NusaSMS fetches media from <server.public_url>/media/<token>; upload: multipart.
+    media_mode: Literal["url", "upload"] = "url"
+    media_ttl_hours: float = Field(default=24.0, gt=0, le=24 * 30)
 
     @field_validator("api_key")
     @classmethod
@@ -90,7 +93,8 @@ class TelegramSettings(_Section):
     operator_ids: tuple[int, ...] = ()
     # Telegram lets a bot post about 20 messages a minute into one group, all topics together.
     messages_per_minute: float = Field(default=20.0, gt=0)
-    burst: int = Field(default=3, ge=1, le=100)
+    # Messages starting with this stay in Telegram (notes between operators).
+    note_prefix: str = "//"
 
     @field_validator("bot_token")
     @classmethod
@@ -144,8 +148,15 @@ class StorageSettings(_Section):
     """Where the SQLite database lives and how hard it syncs."""
 
     path: Path = Path("data/bridge.sqlite3")
+    # Files published to NusaSMS in media_mode url; default: "media" beside the database.
+    media_dir: Path | None = None
     # FULL: an acknowledged callback survives power loss, not only a crash.
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
+
+    @property
+    def media_path(self) -> Path:
+        """Where published media files are kept."""
+        return self.media_dir if self.media_dir is not None else self.path.parent / "media"
 
 
 class WindowSettings(_Section):

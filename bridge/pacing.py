@@ -37,8 +37,11 @@ class GroupBudget:
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
-        """Wait until one more message may be sent, and count it as sent."""
+    async def acquire(self, *, counts: bool = True) -> None:
+        """Wait until one more message may be sent, and count it as sent.
+
+        With `counts=False` (reactions, edits) only a pause Telegram imposed is waited out.
+        """
         # One waiter at a time keeps the order of arrival (FIFO) and the count exact.
         async with self._lock:
             while True:
@@ -46,10 +49,11 @@ class GroupBudget:
                 while self._sent and self._sent[0] <= now - self._window:
                     self._sent.popleft()
                 wait = self._paused_until - now
-                if len(self._sent) >= self._slots:
+                if counts and len(self._sent) >= self._slots:
                     wait = max(wait, self._sent[0] + self._window - now)
                 if wait <= 0:
-                    self._sent.append(now)
+                    if counts:
+                        self._sent.append(now)
                     return
                 await self._sleep(wait)
 

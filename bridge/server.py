@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from bridge.health import Health
 from bridge.intake import Intake
+from bridge.media import MediaLibrary
 from bridge.nusasms import InboxCallback, StatusCallback
 from bridge.store import StoreError
 
@@ -32,9 +34,16 @@ _Callback = TypeVar("_Callback", bound=BaseModel)
 INTAKE_KEY = web.AppKey("intake", Intake)
 HEALTH_KEY = web.AppKey("health", Health)
 SECRET_KEY = web.AppKey("callback_secret", bytes)
+MEDIA_KEY = web.AppKey("media", MediaLibrary)
 
 
-def build_app(*, intake: Intake, health: Health, callback_secret: str) -> web.Application:
+def build_app(
+    *,
+    intake: Intake,
+    health: Health,
+    callback_secret: str,
+    media: MediaLibrary | None = None,
+) -> web.Application:
     """The aiohttp application with every route the bridge serves."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[INTAKE_KEY] = intake
@@ -43,7 +52,26 @@ def build_app(*, intake: Intake, health: Health, callback_secret: str) -> web.Ap
     app.router.add_post("/callbacks/{secret}/wa/inbox", _inbox)
     app.router.add_post("/callbacks/{secret}/wa/status", _status)
     app.router.add_get("/healthz", _healthz)
+    if media is not None:
+        app[MEDIA_KEY] = media
+        app.router.add_get("/media/{token}", _media)
     return app
+
+
+async def _media(request: web.Request) -> web.StreamResponse:
+    """A file an operator sent, for NusaSMS to fetch while its link lives."""
+    media = await request.app[MEDIA_KEY].lookup(request.match_info["token"])
+    if media is None:
+        raise web.HTTPNotFound
+    quoted = urllib.parse.quote(media.filename, safe="")
+    return web.FileResponse(
+        media.path,
+        headers={
+            "Content-Type": media.content_type,
+            "Content-Disposition": f"inline; filename*=UTF-8''{quoted}",
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 async def _inbox(request: web.Request) -> web.Response:

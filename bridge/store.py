@@ -57,6 +57,42 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (ref_no, status)
     );
     """,
+    """
+    CREATE TABLE outbound (
+        id                  INTEGER PRIMARY KEY,
+        room_id             TEXT NOT NULL REFERENCES rooms (room_id),
+        operator_message_id INTEGER NOT NULL UNIQUE,
+        operator_id         INTEGER,
+        kind                TEXT NOT NULL,
+        text                TEXT,
+        file_id             TEXT,
+        file_name           TEXT,
+        file_mime           TEXT,
+        state               TEXT NOT NULL DEFAULT 'queued',
+        attempts            INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at     REAL NOT NULL DEFAULT 0,
+        ref_no              TEXT UNIQUE,
+        status              TEXT,
+        error               TEXT,
+        display             TEXT NOT NULL DEFAULT 'queued',
+        shown               TEXT NOT NULL DEFAULT 'queued',
+        created_at          REAL NOT NULL,
+        sent_at             REAL
+    );
+    CREATE INDEX outbound_queue ON outbound (room_id, id) WHERE state = 'queued';
+    CREATE INDEX outbound_in_flight ON outbound (id) WHERE state = 'sending';
+    CREATE INDEX outbound_feedback ON outbound (id) WHERE display != shown;
+    ALTER TABLE status_events ADD COLUMN applied INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX status_unapplied ON status_events (ref_no) WHERE applied = 0;
+    CREATE TABLE media (
+        token        TEXT PRIMARY KEY,
+        path         TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        filename     TEXT NOT NULL,
+        expires_at   REAL NOT NULL
+    );
+    CREATE INDEX media_expiry ON media (expires_at);
+    """,
 )
 
 # A batch bigger than this waits for the next commit; it bounds one transaction's latency.
@@ -129,6 +165,66 @@ class QueueStats:
     failing_rooms: int
 
 
+@dataclass(frozen=True, slots=True)
+class NewReply:
+    """An operator's message, as it enters the outbound queue."""
+
+    room_id: str
+    operator_message_id: int
+    operator_id: int | None
+    kind: str
+    text: str | None
+    file_id: str | None = None
+    file_name: str | None = None
+    file_mime: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An operator's reply and what became of it."""
+
+    id: int
+    room_id: str
+    operator_message_id: int
+    kind: str
+    text: str | None
+    file_id: str | None
+    file_name: str | None
+    file_mime: str | None
+    state: str
+    attempts: int
+    ref_no: str | None
+    status: str | None
+    error: str | None
+    display: str
+    shown: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingStatus:
+    """A status event not yet applied, with the reply it belongs to."""
+
+    event_id: int
+    status: str
+    reply_id: int
+    reply_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFile:
+    """A file served to NusaSMS under an expiring token."""
+
+    token: str
+    path: str
+    content_type: str
+    filename: str
+    expires_at: float
+
+
+_REPLY_COLUMNS = (
+    "id, room_id, operator_message_id, kind, text, file_id, file_name, file_mime, state, "
+    "attempts, ref_no, status, error, display, shown"
+)
 _ROOM_COLUMNS = (
     "room_id, sender_number, topic_id, header_pending, last_inbox_at, attempts, last_error"
 )
@@ -386,6 +482,167 @@ class Store:
         )
         waiting, rooms_waiting, oldest = rows[0]
         return QueueStats(waiting, rooms_waiting, oldest, failing[0][0])
+
+    # --- the outbound queue (operators' replies) -------------------------------------------
+
+    async def add_reply(self, reply: NewReply, now: float) -> int | None:
+        """Queue a reply; None if this Telegram message was queued before."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                """
+                INSERT INTO outbound (room_id, operator_message_id, operator_id, kind, text,
+                                      file_id, file_name, file_mime, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (operator_message_id) DO NOTHING
+                """,
+                (
+                    reply.room_id,
+                    reply.operator_message_id,
+                    reply.operator_id,
+                    reply.kind,
+                    reply.text,
+                    reply.file_id,
+                    reply.file_name,
+                    reply.file_mime,
+                    now,
+                ),
+            )
+            return cursor.lastrowid if cursor.rowcount else None
+
+    async def reply(self, reply_id: int) -> Reply | None:
+        """One reply, or None."""
+        rows = await self._fetch(
+            f"SELECT {_REPLY_COLUMNS} FROM outbound WHERE id = ?",  # noqa: S608
+            (reply_id,),
+        )
+        return Reply(*rows[0]) if rows else None
+
+    async def due_replies(self, now: float, limit: int) -> list[Reply]:
+        """The head reply of every room whose backoff has passed, oldest first."""
+        rows = await self._fetch(
+            f"""
+            SELECT {_REPLY_COLUMNS} FROM outbound WHERE id IN (
+                SELECT min(id) FROM outbound WHERE state = 'queued' GROUP BY room_id
+            ) AND next_attempt_at <= ? ORDER BY id LIMIT ?
+            """,  # noqa: S608
+            (now, limit),
+        )
+        return [Reply(*r) for r in rows]
+
+    async def next_reply_attempt_at(self) -> float | None:
+        """When the earliest waiting reply may be tried."""
+        rows = await self._fetch("SELECT min(next_attempt_at) FROM outbound WHERE state = 'queued'")
+        return rows[0][0] if rows else None
+
+    async def update_reply(self, reply_id: int, **fields: Any) -> None:
+        """Set some columns of one reply (names are ours, never user input)."""
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        await self._write(
+            f"UPDATE outbound SET {columns} WHERE id = ?",  # noqa: S608
+            (*fields.values(), reply_id),
+        )
+
+    async def interrupted_replies(self) -> list[Reply]:
+        """Replies that were in flight when the process stopped."""
+        rows = await self._fetch(
+            f"SELECT {_REPLY_COLUMNS} FROM outbound WHERE state = 'sending'"  # noqa: S608
+        )
+        return [Reply(*r) for r in rows]
+
+    async def feedback_due(self, limit: int) -> list[Reply]:
+        """Replies whose state the operator has not been shown yet."""
+        rows = await self._fetch(
+            f"SELECT {_REPLY_COLUMNS} FROM outbound WHERE display != shown "  # noqa: S608
+            "ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [Reply(*r) for r in rows]
+
+    async def mark_shown(self, reply_id: int, display: str) -> None:
+        """The operator now sees `display`, unless the state moved on meanwhile."""
+        await self._write(
+            "UPDATE outbound SET shown = ? WHERE id = ? AND display = ?",
+            (display, reply_id, display),
+        )
+
+    async def requeue_reply(self, reply_id: int) -> bool:
+        """Retry a failed or unknown reply; False if it is not in such a state."""
+        changed = await self._write(
+            """
+            UPDATE outbound SET state = 'queued', attempts = 0, next_attempt_at = 0,
+                ref_no = NULL, status = NULL, error = NULL, display = 'queued', shown = 'queued'
+            WHERE id = ? AND display IN ('failed', 'unknown')
+            """,
+            (reply_id,),
+        )
+        return changed > 0
+
+    async def pending_statuses(self, limit: int = 500) -> list[PendingStatus]:
+        """Status events whose reply is known, not yet applied, oldest first."""
+        rows = await self._fetch(
+            """
+            SELECT e.id, e.status, o.id, o.status FROM status_events AS e
+            JOIN outbound AS o ON o.ref_no = e.ref_no
+            WHERE e.applied = 0 ORDER BY e.id LIMIT ?
+            """,
+            (limit,),
+        )
+        return [PendingStatus(*r) for r in rows]
+
+    async def apply_statuses(
+        self, event_ids: Sequence[int], replies: Sequence[tuple[int, str, str, str | None]]
+    ) -> None:
+        """Mark events applied and set (reply id, status, display, error) in one transaction."""
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE status_events SET applied = 1 WHERE id = ?", [(i,) for i in event_ids]
+            )
+            await db.executemany(
+                """
+                UPDATE outbound SET status = ?, display = ?, error = coalesce(?, error)
+                WHERE id = ?
+                """,
+                [(status, display, error, rid) for rid, status, display, error in replies],
+            )
+
+    async def outbound_stats(self) -> tuple[int, float | None]:
+        """(replies waiting, creation time of the oldest)."""
+        rows = await self._fetch(
+            "SELECT count(*), min(created_at) FROM outbound WHERE state IN ('queued', 'sending')"
+        )
+        return rows[0][0], rows[0][1]
+
+    # --- media served to NusaSMS ------------------------------------------------------------
+
+    async def add_media(self, media: MediaFile) -> None:
+        """Remember a published file."""
+        await self._write(
+            "INSERT INTO media (token, path, content_type, filename, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (media.token, media.path, media.content_type, media.filename, media.expires_at),
+        )
+
+    async def media(self, token: str) -> MediaFile | None:
+        """A published file by token, or None."""
+        rows = await self._fetch(
+            "SELECT token, path, content_type, filename, expires_at FROM media WHERE token = ?",
+            (token,),
+        )
+        return MediaFile(*rows[0]) if rows else None
+
+    async def expired_media(self, now: float) -> list[MediaFile]:
+        """Files whose links have expired."""
+        rows = await self._fetch(
+            "SELECT token, path, content_type, filename, expires_at FROM media "
+            "WHERE expires_at <= ?",
+            (now,),
+        )
+        return [MediaFile(*r) for r in rows]
+
+    async def forget_media(self, tokens: Sequence[str]) -> None:
+        """Drop expired files' records."""
+        async with self._transaction() as db:
+            await db.executemany("DELETE FROM media WHERE token = ?", [(t,) for t in tokens])
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return list(await self._reader.execute_fetchall(sql, params))

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 from typing import TypeVar
 
-from telegram import Bot, LinkPreviewOptions, Message
+from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
 
@@ -130,15 +130,47 @@ class Topics:
             )
         )
 
-    async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
+    async def notify(
+        self,
+        topic_id: int,
+        html: str,
+        *,
+        reply_to: int | None = None,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> Message:
+        """Post a notice of the bridge's own into a topic (as a reply, if `reply_to`)."""
+        return await self._call(
+            lambda: self._bot.send_message(
+                self._chat_id,
+                html,
+                parse_mode=ParseMode.HTML,
+                message_thread_id=topic_id,
+                link_preview_options=_NO_PREVIEW,
+                reply_parameters=None
+                if reply_to is None
+                else ReplyParameters(reply_to, allow_sending_without_reply=True),
+                reply_markup=markup,
+            )
+        )
+
+    @property
+    def bot(self) -> Bot:
+        """The bot everything is posted with."""
+        return self._bot
+
+    async def call(self, request: Callable[[], Awaitable[T]], *, counts: bool = True) -> T:
+        """Any other request into the group, within the budget, waiting out 429s."""
+        return await self._call(request, counts=counts)
+
+    async def _call(self, request: Callable[[], Awaitable[T]], *, counts: bool = True) -> T:
         """One request into the group, within the budget, waiting out 429s."""
         for _ in range(_MAX_RETRY_AFTER_ROUNDS):
-            await self._budget.acquire()
+            await self._budget.acquire(counts=counts)
             try:
                 return await request()
             except RetryAfter as exc:
                 seconds = retry_after_seconds(exc)
                 log.warning("Telegram asks to wait %.0f s (group budget)", seconds)
                 self._budget.pause(seconds)
-        await self._budget.acquire()
+        await self._budget.acquire(counts=counts)
         return await request()

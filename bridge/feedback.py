@@ -1,0 +1,129 @@
+"""What became of a reply, shown on the operator's own message in Telegram.
+
+A reaction follows the reply's state (🕊 accepted by NusaSMS, 👌 delivered, 👀 read,
+💔 failed); a failure or an unknown outcome also gets a notice with the reason and a Retry
+button. What is due is derived from the database (`display` vs `shown`), so nothing is
+lost when Telegram is down: it is shown once Telegram answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import sqlite3
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReactionTypeEmoji
+from telegram.error import BadRequest, Forbidden, TelegramError
+
+from bridge.relay import backoff_delay
+from bridge.store import Reply, Store, StoreError
+from bridge.topics import Topics
+
+log = logging.getLogger(__name__)
+
+REACTIONS = {
+    "accepted": "🕊",
+    "delivered": "👌",
+    "read": "👀",
+    "failed": "💔",
+    "unknown": "🤔",
+}
+RETRY_PREFIX = "retry:"
+IDLE_POLL_SECONDS = 30.0
+
+
+def retry_markup(reply_id: int) -> InlineKeyboardMarkup:
+    """The Retry button under a failure notice."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton("🔁 Retry", callback_data=f"{RETRY_PREFIX}{reply_id}")]]
+    )
+
+
+def notice_html(reply: Reply) -> str | None:
+    """The notice a reply's state needs, if any."""
+    reason = html.escape(reply.error or "no reason given", quote=False)
+    if reply.display == "failed":
+        return f"💔 <b>Not delivered to WhatsApp.</b>\nReason: {reason}"
+    if reply.display == "unknown":
+        return (
+            "🤔 <b>Outcome unknown.</b> NusaSMS may or may not have sent this message "
+            f"({reason}).\nCheck with the customer before you press Retry: it sends it again."
+        )
+    return None
+
+
+class Feedback:
+    """Owns the worker that reflects reply states onto operators' messages."""
+
+    def __init__(self, store: Store, topics: Topics, *, chat_id: int) -> None:
+        self._store = store
+        self._topics = topics
+        self._chat_id = chat_id
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+
+    def wake(self) -> None:
+        """A reply changed state."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        """The worker loop is alive."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start the worker loop."""
+        self._task = asyncio.create_task(self._run(), name="feedback")
+
+    async def stop(self) -> None:
+        """Stop the worker loop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            timeout: float | None = IDLE_POLL_SECONDS
+            try:
+                for reply in await self._store.feedback_due(50):
+                    await self._show(reply)
+                    await self._store.mark_shown(reply.id, reply.display)
+                self._failures = 0
+            except (TelegramError, StoreError, sqlite3.Error) as exc:
+                timeout = backoff_delay(self._failures)
+                self._failures += 1
+                log.warning("cannot show reply states yet (%s); again in %.1f s", exc, timeout)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    async def _show(self, reply: Reply) -> None:
+        emoji = REACTIONS.get(reply.display)
+        if emoji is not None:
+            try:
+                await self._topics.call(
+                    lambda: self._topics.bot.set_message_reaction(
+                        self._chat_id, reply.operator_message_id, ReactionTypeEmoji(emoji)
+                    ),
+                    counts=False,
+                )
+            except (BadRequest, Forbidden) as exc:
+                # The operator's message was deleted, or reactions are off: nothing to mark.
+                log.info("cannot react to message %d: %s", reply.operator_message_id, exc)
+        notice = notice_html(reply)
+        if notice is None:
+            return
+        room = await self._store.room(reply.room_id)
+        if room is None or room.topic_id is None:
+            return
+        await self._topics.notify(
+            room.topic_id,
+            notice,
+            reply_to=reply.operator_message_id,
+            markup=retry_markup(reply.id),
+        )

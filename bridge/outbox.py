@@ -1,0 +1,317 @@
+"""The outbound worker: operators' replies go to WhatsApp through NusaSMS, in order per room.
+
+A reply is committed before it is sent and marked `sending` while its request is in
+flight. What cannot have reached NusaSMS (no connection, 429, 502/503/504) is retried with
+backoff; what may have reached it (a read timeout, a 500, a crash mid-request) is never
+resent blindly: it becomes `unknown` and the operator decides with a Retry button.
+The same worker applies delivery statuses, which only ever move forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, tzinfo
+
+from bridge.media import MediaLibrary
+from bridge.nusasms import (
+    MessageStatus,
+    NusaSMSClient,
+    NusaSMSError,
+    NusaSMSServerError,
+    NusaSMSTimeoutError,
+    ReplyFile,
+    ReplyMessageType,
+)
+from bridge.relay import backoff_delay
+from bridge.store import Reply, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+# Retry-safe failures (nothing reached NusaSMS) are retried this often before giving up.
+MAX_SAFE_ATTEMPTS = 8
+IDLE_POLL_SECONDS = 30.0
+MEDIA_PURGE_SECONDS = 3600.0
+
+# What the operator is shown for each delivery status.
+_STATUS_DISPLAY = {
+    MessageStatus.UNSENT: "accepted",
+    MessageStatus.QUEUED: "accepted",
+    MessageStatus.SENT: "accepted",
+    MessageStatus.DELIVERED: "delivered",
+    MessageStatus.READ: "read",
+    MessageStatus.ABORTED: "failed",
+    MessageStatus.FAILED: "failed",
+}
+
+
+class AttachmentUnavailable(Exception):
+    """The file could not be fetched from Telegram right now (worth retrying)."""
+
+
+class AttachmentRefused(Exception):
+    """The file can never be fetched (too large, gone); the message says why."""
+
+
+FetchFile = Callable[[str], Awaitable[bytes]]
+
+
+def status_rank(status: str | None) -> int:
+    """Order of delivery statuses; unknown text ranks lowest."""
+    if status is None:
+        return -1
+    try:
+        return MessageStatus(status).rank
+    except ValueError:
+        return -1
+
+
+class Outbox:
+    """Owns the outbound worker task."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: NusaSMSClient,
+        *,
+        fetch_file: FetchFile,
+        media: MediaLibrary | None,
+        window_seconds: float,
+        tz: tzinfo,
+        on_changed: Callable[[], None],
+        concurrency: int = 4,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._fetch_file = fetch_file
+        self._media = media
+        self._window_seconds = window_seconds
+        self._tz = tz
+        self._on_changed = on_changed
+        self._concurrency = concurrency
+        self._clock = clock
+        self._rng = rng
+        self._wake = asyncio.Event()
+        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._last_purge = 0.0
+        self.last_error: str | None = None
+
+    def wake(self) -> None:
+        """A reply or a status arrived: look now."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        """The worker loop is alive."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start the worker loop."""
+        self._task = asyncio.create_task(self._run(), name="outbox")
+        self._task.add_done_callback(_log_death)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop; requests in flight get `grace` seconds to finish."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        in_flight = list(self._busy.values())
+        if in_flight:
+            _, late = await asyncio.wait(in_flight, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def _run(self) -> None:
+        await self._recover()
+        while True:
+            self._wake.clear()
+            try:
+                await self._apply_statuses()
+                timeout = await self._schedule()
+                if (
+                    self._media is not None
+                    and self._clock() - self._last_purge > MEDIA_PURGE_SECONDS
+                ):
+                    self._last_purge = self._clock()
+                    await self._media.purge()
+            except (StoreError, sqlite3.Error, OSError) as exc:
+                log.error("outbox cannot read its queue: %s", exc)
+                timeout = 1.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    async def _recover(self) -> None:
+        """A reply left `sending` by a crash may or may not have reached NusaSMS."""
+        for reply in await self._store.interrupted_replies():
+            log.warning("reply %d was in flight when the bridge stopped: outcome unknown", reply.id)
+            await self._store.update_reply(
+                reply.id,
+                state="unknown",
+                display="unknown",
+                error="the bridge stopped while sending it",
+            )
+        self._on_changed()
+
+    async def _schedule(self) -> float | None:
+        if len(self._busy) < self._concurrency:
+            due = await self._store.due_replies(self._clock(), self._concurrency + len(self._busy))
+            for reply in due:
+                if len(self._busy) >= self._concurrency:
+                    break
+                if reply.room_id not in self._busy:
+                    self._spawn(reply)
+        if len(self._busy) >= self._concurrency:
+            return None
+        next_at = await self._store.next_reply_attempt_at()
+        if next_at is None:
+            return IDLE_POLL_SECONDS
+        return min(IDLE_POLL_SECONDS, max(0.0, next_at - self._clock()))
+
+    def _spawn(self, reply: Reply) -> None:
+        task = asyncio.create_task(self._send_guarded(reply), name=f"outbox-{reply.id}")
+        self._busy[reply.room_id] = task
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self._busy.pop(reply.room_id, None)
+            self._wake.set()
+
+        task.add_done_callback(finished)
+
+    async def _send_guarded(self, reply: Reply) -> None:
+        try:
+            await self._send(reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unexpected error sending reply %d", reply.id)
+            with contextlib.suppress(StoreError):
+                await self._retry_later(reply, "internal error")
+
+    async def _send(self, reply: Reply) -> None:
+        room = await self._store.room(reply.room_id)
+        if room is None:
+            await self._fail(reply, "unknown room")
+            return
+        closes_at = room.last_inbox_at + self._window_seconds
+        if self._clock() > closes_at:
+            when = datetime.fromtimestamp(closes_at, UTC).astimezone(self._tz)
+            await self._fail(
+                reply,
+                f"the 24-hour reply window closed at {when:%d %b %H:%M} before it could be sent",
+            )
+            return
+        try:
+            file_url, file = await self._attachment(reply)
+        except AttachmentRefused as exc:
+            await self._fail(reply, str(exc))
+            return
+        except AttachmentUnavailable as exc:
+            await self._retry_later(reply, f"cannot fetch the file from Telegram: {exc}")
+            return
+        await self._store.update_reply(reply.id, state="sending", attempts=reply.attempts + 1)
+        try:
+            ref_no = await self._client.send_reply(
+                reply.room_id,
+                type=ReplyMessageType(reply.kind),
+                text=reply.text or None,
+                file_url=file_url,
+                file=file,
+            )
+        except NusaSMSError as exc:
+            await self._refused(reply, exc)
+            return
+        log.info("reply %d accepted by NusaSMS as %s", reply.id, ref_no)
+        await self._store.update_reply(
+            reply.id,
+            state="sent",
+            ref_no=ref_no,
+            sent_at=self._clock(),
+            display="accepted",
+            error=None,
+        )
+        self._on_changed()
+        self._wake.set()  # statuses for this ref_no may already be waiting
+
+    async def _attachment(self, reply: Reply) -> tuple[str | None, ReplyFile | None]:
+        if reply.kind == ReplyMessageType.TEXT or reply.file_id is None:
+            return None, None
+        content = await self._fetch_file(reply.file_id)
+        filename = reply.file_name or "file"
+        content_type = reply.file_mime or "application/octet-stream"
+        if self._media is None:
+            return None, ReplyFile(filename, content, content_type)
+        url = await self._media.publish(content, content_type=content_type, filename=filename)
+        return url, None
+
+    async def _refused(self, reply: Reply, exc: NusaSMSError) -> None:
+        reason = exc.reason()
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if exc.retry_safe:
+            if reply.attempts + 1 >= MAX_SAFE_ATTEMPTS:
+                await self._fail(reply, f"NusaSMS kept failing ({reason})")
+            else:
+                await self._retry_later(reply, reason, attempts=reply.attempts + 1)
+            return
+        if isinstance(exc, NusaSMSTimeoutError | NusaSMSServerError):
+            log.warning("reply %d: outcome unknown (%s)", reply.id, exc)
+            await self._store.update_reply(
+                reply.id, state="unknown", display="unknown", error=reason
+            )
+        else:
+            log.warning("reply %d refused by NusaSMS: %s", reply.id, exc)
+            await self._store.update_reply(reply.id, state="failed", display="failed", error=reason)
+        self._on_changed()
+
+    async def _retry_later(self, reply: Reply, reason: str, *, attempts: int | None = None) -> None:
+        attempts = reply.attempts if attempts is None else attempts
+        delay = backoff_delay(attempts, self._rng)
+        log.warning("reply %d not sent (%s); retrying in %.1f s", reply.id, reason, delay)
+        await self._store.update_reply(
+            reply.id,
+            state="queued",
+            attempts=attempts,
+            next_attempt_at=self._clock() + delay,
+            error=reason,
+        )
+
+    async def _fail(self, reply: Reply, reason: str) -> None:
+        await self._store.update_reply(reply.id, state="failed", display="failed", error=reason)
+        self._on_changed()
+
+    async def _apply_statuses(self) -> None:
+        pending = await self._store.pending_statuses()
+        if not pending:
+            return
+        best: dict[int, str | None] = {}
+        for event in pending:
+            current = best.get(event.reply_id, event.reply_status)
+            if status_rank(event.status) > status_rank(current):
+                best[event.reply_id] = event.status
+            else:
+                best.setdefault(event.reply_id, current)
+        changes = []
+        for reply_id, status in best.items():
+            original = next(e.reply_status for e in pending if e.reply_id == reply_id)
+            if status is not None and status != original:
+                display = _STATUS_DISPLAY[MessageStatus(status)]
+                error = f"WhatsApp reports the message {status}" if display == "failed" else None
+                changes.append((reply_id, status, display, error))
+        await self._store.apply_statuses([e.event_id for e in pending], changes)
+        if changes:
+            self._on_changed()
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the outbox worker died", exc_info=task.exception())

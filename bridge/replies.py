@@ -1,0 +1,276 @@
+"""Operators' messages in a room's topic become replies queued for WhatsApp.
+
+Only people (no bots, no posts on behalf of a chat), in the configured group, inside a
+known room's topic, and on the allowlist when one is set, reach a customer. Commands and
+internal notes stay in Telegram. A reply outside the 24-hour window, or of a kind WhatsApp
+cannot carry, is refused with a notice in the topic; nothing is sent.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+
+from telegram import Bot, CallbackQuery, Message, MessageEntity
+from telegram.error import BadRequest, TelegramError
+
+from bridge import markup
+from bridge.feedback import RETRY_PREFIX
+from bridge.nusasms import ReplyMessageType
+from bridge.outbox import AttachmentRefused, AttachmentUnavailable
+from bridge.store import NewReply, Room, Store
+from bridge.topics import Topics
+
+log = logging.getLogger(__name__)
+
+# Bots may download files up to 20 MB from Telegram's Bot API.
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
+
+# Kinds the reply endpoint cannot carry, by the Message attribute that holds them.
+_UNSUPPORTED = {
+    "sticker": "stickers",
+    "video_note": "round video messages",
+    "location": "locations",
+    "venue": "venues",
+    "contact": "contacts",
+    "poll": "polls",
+    "dice": "dice",
+    "game": "games",
+    "story": "stories",
+    "paid_media": "paid media",
+    "invoice": "invoices",
+    "checklist": "checklists",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """The file part of an operator's message."""
+
+    kind: ReplyMessageType
+    file_id: str
+    file_name: str
+    mime: str
+    size: int | None
+
+
+def attachment_of(message: Message) -> Attachment | None:
+    """The media of a message, mapped to the reply endpoint's types."""
+    if message.photo:
+        photo = message.photo[-1]  # the largest size
+        return Attachment(
+            ReplyMessageType.IMAGE, photo.file_id, "photo.jpg", "image/jpeg", photo.file_size
+        )
+    # A GIF arrives as both animation and document: it is a (silent) video for WhatsApp.
+    if message.animation:
+        a = message.animation
+        return Attachment(
+            ReplyMessageType.VIDEO,
+            a.file_id,
+            a.file_name or "animation.mp4",
+            a.mime_type or "video/mp4",
+            a.file_size,
+        )
+    if message.video:
+        v = message.video
+        return Attachment(
+            ReplyMessageType.VIDEO,
+            v.file_id,
+            v.file_name or "video.mp4",
+            v.mime_type or "video/mp4",
+            v.file_size,
+        )
+    if message.voice:
+        vo = message.voice
+        return Attachment(
+            ReplyMessageType.VOICE,
+            vo.file_id,
+            "voice.ogg",
+            vo.mime_type or "audio/ogg",
+            vo.file_size,
+        )
+    if message.audio:
+        au = message.audio
+        return Attachment(
+            ReplyMessageType.AUDIO,
+            au.file_id,
+            au.file_name or "audio.mp3",
+            au.mime_type or "audio/mpeg",
+            au.file_size,
+        )
+    if message.document:
+        d = message.document
+        return Attachment(
+            ReplyMessageType.DOCUMENT,
+            d.file_id,
+            d.file_name or "document",
+            d.mime_type or "application/octet-stream",
+            d.file_size,
+        )
+    return None
+
+
+def unsupported_kind(message: Message) -> str | None:
+    """What the message holds that WhatsApp replies cannot carry, if anything."""
+    for attribute, name in _UNSUPPORTED.items():
+        if getattr(message, attribute, None):
+            return name
+    return None
+
+
+async def fetch_file(bot: Bot, file_id: str) -> bytes:
+    """Download an operator's file from Telegram (the link, with its token, stays here)."""
+    try:
+        file = await bot.get_file(file_id)
+        if file.file_size is not None and file.file_size > MAX_DOWNLOAD_BYTES:
+            raise AttachmentRefused("the file is larger than the 20 MB bots may fetch")
+        return bytes(await file.download_as_bytearray())
+    except BadRequest as exc:
+        if "too big" in exc.message.lower():
+            raise AttachmentRefused("the file is larger than the 20 MB bots may fetch") from exc
+        if "invalid file_id" in exc.message.lower() or "file not found" in exc.message.lower():
+            raise AttachmentRefused("Telegram no longer has this file") from exc
+        raise AttachmentUnavailable(exc.message) from exc
+    except TelegramError as exc:
+        raise AttachmentUnavailable(exc.message) from exc
+
+
+class Replies:
+    """Turns operators' Telegram messages into queued replies."""
+
+    def __init__(
+        self,
+        store: Store,
+        topics: Topics,
+        *,
+        chat_id: int,
+        operator_ids: Sequence[int],
+        note_prefix: str,
+        window_seconds: float,
+        tz: tzinfo,
+        on_queued: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._topics = topics
+        self._chat_id = chat_id
+        self._operators = frozenset(operator_ids)
+        self._note_prefix = note_prefix
+        self._window_seconds = window_seconds
+        self._tz = tz
+        self._on_queued = on_queued
+        self._clock = clock
+
+    async def room_of(self, message: Message) -> Room | None:
+        """The room an operator's message answers, or None if it is not a reply at all."""
+        if message.chat_id != self._chat_id:
+            return None
+        if not message.is_topic_message or message.message_thread_id is None:
+            return None  # the General topic
+        user = message.from_user
+        if user is None or user.is_bot or message.sender_chat is not None:
+            return None
+        if self._operators and user.id not in self._operators:
+            return None
+        return await self._store.room_by_topic(message.message_thread_id)
+
+    async def on_message(self, message: Message) -> None:
+        """A new message in the group."""
+        room = await self.room_of(message)
+        if room is None or room.topic_id is None:
+            return
+        text = message.text
+        if text is not None and (
+            text.startswith("/") or (self._note_prefix and text.startswith(self._note_prefix))
+        ):
+            return  # a command, or a note between operators
+        attachment = attachment_of(message)
+        if text is None and attachment is None:
+            what = unsupported_kind(message)
+            if what is not None:
+                await self._notice(
+                    room, message, f"🚫 Not sent: {what} cannot be sent to WhatsApp."
+                )
+            return  # a service message (topic edited, pinned, ...)
+        if attachment is not None and (attachment.size or 0) > MAX_DOWNLOAD_BYTES:
+            size = (attachment.size or 0) / 1024 / 1024
+            await self._notice(
+                room,
+                message,
+                f"🚫 Not sent: the file is {size:.1f} MB, and bots can only fetch files up to "
+                "20 MB from Telegram. Send a smaller file, or a link to it.",
+            )
+            return
+        closes_at = room.last_inbox_at + self._window_seconds
+        if self._clock() > closes_at:
+            when = datetime.fromtimestamp(closes_at, UTC).astimezone(self._tz)
+            await self._notice(
+                room,
+                message,
+                f"⏰ Not sent: the reply window closed at {when:%d %b %H:%M} "
+                f"({html.escape(str(self._tz))}). WhatsApp only allows free-form replies within "
+                "24 hours of the customer's last message; the customer has to write again "
+                "(or reach them with an approved template).",
+            )
+            return
+        if attachment is None:
+            body = markup.to_whatsapp(text or "", _entities(message.entities))
+            new = NewReply(room.room_id, message.message_id, _user_id(message), "text", body)
+        else:
+            caption = message.caption or ""
+            body = markup.to_whatsapp(caption, _entities(message.caption_entities))
+            new = NewReply(
+                room.room_id,
+                message.message_id,
+                _user_id(message),
+                attachment.kind.value,
+                body or None,
+                attachment.file_id,
+                attachment.file_name,
+                attachment.mime,
+            )
+        reply_id = await self._store.add_reply(new, self._clock())
+        if reply_id is not None:
+            log.info("reply %d queued for room %s (%s)", reply_id, room.room_id, new.kind)
+            self._on_queued()
+
+    async def on_edited(self, message: Message) -> None:
+        """An operator edited a message: WhatsApp keeps the original."""
+        room = await self.room_of(message)
+        if room is None or room.topic_id is None:
+            return
+        await self._notice(
+            room,
+            message,
+            "✏️ Edits do not reach WhatsApp: the customer keeps the first version. "
+            "Send a new message to correct it.",
+        )
+
+    async def on_retry(self, query: CallbackQuery) -> str:
+        """The Retry button; returns the short answer shown to the operator."""
+        data = query.data or ""
+        if not data.startswith(RETRY_PREFIX) or not data[len(RETRY_PREFIX) :].isdigit():
+            return "Unknown button."
+        user = query.from_user
+        if self._operators and user.id not in self._operators:
+            return "Only operators can retry."
+        if await self._store.requeue_reply(int(data[len(RETRY_PREFIX) :])):
+            self._on_queued()
+            return "Sending again."
+        return "Nothing to retry: it was already sent again."
+
+    async def _notice(self, room: Room, message: Message, text: str) -> None:
+        assert room.topic_id is not None
+        await self._topics.notify(room.topic_id, text, reply_to=message.message_id)
+
+
+def _entities(entities: Sequence[MessageEntity] | None) -> Sequence[MessageEntity]:
+    return entities or ()
+
+
+def _user_id(message: Message) -> int | None:
+    return message.from_user.id if message.from_user else None
