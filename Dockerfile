@@ -21,7 +21,7 @@ RUN groupadd --system --gid 10001 bridge \
 COPY --from=build /opt/venv /opt/venv
 COPY config.example.yaml /etc/bridge/config.example.yaml
 WORKDIR /data
-USER bridge
+USER 10001:10001
 # The database (and served media) live here; mount a volume to keep them.
 VOLUME ["/data"]
 EXPOSE 8080

@@ -13,28 +13,43 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
-from telegram import Update
+from telegram import BotCommandScopeChat, Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
 from bridge import preflight
+from bridge.alerts import Alerts
+from bridge.commands import Commands, bot_commands
 from bridge.config import Settings
 from bridge.feedback import RETRY_PREFIX, Feedback
 from bridge.health import Health, ServiceState
 from bridge.intake import Intake
 from bridge.media import MediaLibrary
-from bridge.nusasms import NusaSMSClient, NusaSMSError
+from bridge.metrics import Metrics
+from bridge.nusasms import Credit, NusaSMSClient, NusaSMSError
 from bridge.outbox import Outbox
 from bridge.pacing import GroupBudget
 from bridge.relay import Relay
+from bridge.reminders import WindowReminders
 from bridge.replies import Replies, fetch_file
 from bridge.server import build_app
 from bridge.store import Store
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """A background loop with an owner: started after the server, stopped before the DB."""
+
+    @property
+    def running(self) -> bool: ...
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
 
 # A first check that takes longer than this lets the bridge start and retry in the background.
 FIRST_CHECK_TIMEOUT_SECONDS = 15.0
@@ -57,6 +72,8 @@ class Bridge:
         self._outbox: Outbox | None = None
         self._feedback: Feedback | None = None
         self._replies: Replies | None = None
+        self._commands: Commands | None = None
+        self._workers: list[Worker] = []
         self._polling = False
         self._checks: list[asyncio.Task[None]] = []
         self.health: Health | None = None
@@ -105,7 +122,8 @@ class Bridge:
             clock=self._clock,
         )
         window_seconds = s.window.hours * 3600
-        self._relay = relay = Relay(store, topics, tz=tz, clock=self._clock)
+        self.metrics = metrics = Metrics()
+        self._relay = relay = Relay(store, topics, tz=tz, clock=self._clock, metrics=metrics)
         self._feedback = feedback = Feedback(store, topics, chat_id=s.telegram.chat_id)
         media = None
         if s.nusasms.media_mode == "url":
@@ -125,6 +143,7 @@ class Bridge:
             tz=tz,
             on_changed=feedback.wake,
             clock=self._clock,
+            metrics=metrics,
         )
         self._replies = Replies(
             store,
@@ -137,15 +156,47 @@ class Bridge:
             on_queued=outbox.wake,
             clock=self._clock,
         )
-        self._add_handlers(self._telegram)
         intake = Intake(
             store, tz=tz, on_inbound=relay.wake, on_status=outbox.wake, clock=self._clock
         )
         self.health = health = Health(
             store,
-            workers_running=lambda: relay.running and outbox.running and feedback.running,
+            workers_running=lambda: all(w.running for w in self._workers),
+            stuck_after=s.alerts.stuck_after_minutes * 60,
         )
         health.last_callback_at = lambda: intake.last_callback_at
+        self.alerts = alerts = Alerts(
+            store, topics, self._nusasms, health, settings=s.alerts, tz=tz, clock=self._clock
+        )
+
+        def record_balance(credit: Credit) -> None:
+            for field, value in credit.numeric_fields().items():
+                metrics.balance.labels(field).set(value)
+
+        alerts.on_balance = record_balance
+        self._commands = Commands(
+            store,
+            topics,
+            alerts,
+            health,
+            chat_id=s.telegram.chat_id,
+            operator_ids=s.telegram.operator_ids,
+            note_prefix=s.telegram.note_prefix,
+            window_seconds=window_seconds,
+            tz=tz,
+            last_errors=lambda: [e for e in (relay.last_error, outbox.last_error) if e],
+            clock=self._clock,
+        )
+        reminders = WindowReminders(
+            store,
+            topics,
+            window_seconds=window_seconds,
+            warn_seconds=s.window.warn_minutes * 60,
+            tz=tz,
+            clock=self._clock,
+        )
+        self._workers = [relay, outbox, feedback, alerts, reminders]
+        self._add_handlers(self._telegram)
 
         await self._first_check("NusaSMS", health.nusasms, self._check_nusasms)
         await self._first_check("Telegram", health.telegram, self._check_telegram)
@@ -156,6 +207,7 @@ class Bridge:
                 health=health,
                 callback_secret=s.server.callback_secret.get_secret_value(),
                 media=media,
+                metrics=metrics,
             ),
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         )
@@ -163,9 +215,8 @@ class Bridge:
         site = web.TCPSite(self._runner, s.server.host, s.server.port)
         await site.start()
         self.port = self._bound_port()
-        relay.start()
-        outbox.start()
-        feedback.start()
+        for worker in self._workers:
+            worker.start()
         log.info("bridge listening on %s:%s", s.server.host, self.port)
 
     def _bound_port(self) -> int | None:
@@ -230,6 +281,9 @@ class Bridge:
             self._telegram.bot, self.settings.telegram.chat_id
         )
         if not self._polling:
+            await self._telegram.bot.set_my_commands(
+                bot_commands(), scope=BotCommandScopeChat(self.settings.telegram.chat_id)
+            )
             await self._telegram.start()
             assert self._telegram.updater is not None
             await self._telegram.updater.start_polling(
@@ -246,11 +300,16 @@ class Bridge:
 
     def _add_handlers(self, application: Application) -> None:  # type: ignore[type-arg]
         replies = self._replies
+        commands = self._commands
         assert replies is not None
 
         async def on_message(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
             if update.message is not None:
                 await replies.on_message(update.message)
+
+        async def on_command(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+            if update.message is not None and commands is not None:
+                await commands.handle(update.message)
 
         async def on_edited(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
             if update.edited_message is not None:
@@ -270,6 +329,9 @@ class Bridge:
             log.error("handling a Telegram update failed", exc_info=context.error)
 
         chat = filters.Chat(self.settings.telegram.chat_id)
+        application.add_handler(
+            MessageHandler(chat & filters.UpdateType.MESSAGE & filters.COMMAND, on_command)
+        )
         application.add_handler(MessageHandler(chat & filters.UpdateType.MESSAGE, on_message))
         application.add_handler(MessageHandler(chat & filters.UpdateType.EDITED_MESSAGE, on_edited))
         application.add_handler(CallbackQueryHandler(on_retry, pattern=f"^{RETRY_PREFIX}"))

@@ -163,6 +163,7 @@ class WindowSettings(_Section):
     """WhatsApp's customer-service window."""
 
     hours: float = Field(default=24.0, gt=0, le=24 * 7)
+    warn_minutes: float = Field(default=60.0, gt=0)
 
 
 class AlertSettings(_Section):
@@ -170,6 +171,12 @@ class AlertSettings(_Section):
 
     balance_interval_seconds: float = Field(default=900.0, gt=0)
     thresholds: dict[str, float] = Field(default_factory=lambda: {"wa_balance": 100.0})
+    expiry_warning_days: int = Field(default=7, ge=0)
+    repeat_hours: float = Field(default=24.0, gt=0)
+    # A waiting message older than this is an operational alert.
+    stuck_after_minutes: float = Field(default=5.0, gt=0)
+    # Post alerts into this existing topic instead of creating an "Alerts" topic.
+    topic_id: int | None = None
 
 
 class LoggingSettings(_Section):

@@ -47,39 +47,64 @@ class Health:
         store: Store,
         *,
         workers_running: Callable[[], bool],
+        stuck_after: float = STUCK_AFTER_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._workers_running = workers_running
+        self._stuck_after = stuck_after
         self._clock = clock
         self.telegram = ServiceState()
         self.nusasms = ServiceState()
         self.last_callback_at: Callable[[], float | None] = lambda: None
 
     async def report(self) -> tuple[bool, dict[str, Any]]:
-        """(ready, body): ready means the database answers and the workers run."""
+        """(healthy, body): healthy means ready and nothing needs a person.
+
+        Ready: the database answers and the workers run. Needing a person: a service
+        rejected our credentials, or a queue has a message older than `stuck_after`.
+        """
         now = self._clock()
         body: dict[str, Any] = {}
         try:
             await self._store.ping()
             stats = await self._store.queue_stats()
+            waiting_out, oldest_out = await self._store.outbound_stats()
         except (sqlite3.Error, ValueError) as exc:
             body["database"] = {"state": "error", "detail": str(exc)}
             return False, {"status": "unavailable", **body}
         workers = self._workers_running()
-        oldest_age = None if stats.oldest_received_at is None else now - stats.oldest_received_at
         body["database"] = {"state": "ok"}
         body["workers"] = {"state": "running" if workers else "stopped"}
         body["telegram"] = self.telegram.as_dict()
         body["nusasms"] = self.nusasms.as_dict()
         body["inbound_queue"] = {
-            "waiting": stats.waiting,
+            **self._queue(stats.waiting, stats.oldest_received_at, now),
             "rooms_waiting": stats.rooms_waiting,
-            "oldest_age_seconds": None if oldest_age is None else round(oldest_age, 3),
-            "stuck": oldest_age is not None and oldest_age > STUCK_AFTER_SECONDS,
             "failing_rooms": stats.failing_rooms,
         }
+        body["outbound_queue"] = self._queue(waiting_out, oldest_out, now)
         last = self.last_callback_at()
         body["last_callback_at"] = None if last is None else round(last, 3)
-        body["status"] = "ok" if workers else "starting"
-        return workers, body
+        problems = [
+            name
+            for name, bad in (
+                ("workers stopped", not workers),
+                ("telegram rejected", self.telegram.state == "rejected"),
+                ("nusasms rejected", self.nusasms.state == "rejected"),
+                ("inbound queue stuck", body["inbound_queue"]["stuck"]),
+                ("outbound queue stuck", body["outbound_queue"]["stuck"]),
+            )
+            if bad
+        ]
+        body["problems"] = problems
+        body["status"] = "ok" if not problems else "needs attention"
+        return not problems, body
+
+    def _queue(self, waiting: int, oldest: float | None, now: float) -> dict[str, Any]:
+        age = None if oldest is None else max(0.0, now - oldest)
+        return {
+            "waiting": waiting,
+            "oldest_age_seconds": None if age is None else round(age, 3),
+            "stuck": age is not None and age > self._stuck_after,
+        }

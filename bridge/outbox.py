@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 
 from bridge.media import MediaLibrary
+from bridge.metrics import Metrics
 from bridge.nusasms import (
     MessageStatus,
     NusaSMSClient,
@@ -87,9 +88,11 @@ class Outbox:
         concurrency: int = 4,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._client = client
+        self._metrics = metrics or Metrics()
         self._fetch_file = fetch_file
         self._media = media
         self._window_seconds = window_seconds
@@ -220,6 +223,7 @@ class Outbox:
             await self._retry_later(reply, f"cannot fetch the file from Telegram: {exc}")
             return
         await self._store.update_reply(reply.id, state="sending", attempts=reply.attempts + 1)
+        started = time.perf_counter()
         try:
             ref_no = await self._client.send_reply(
                 reply.room_id,
@@ -229,8 +233,11 @@ class Outbox:
                 file=file,
             )
         except NusaSMSError as exc:
+            self._metrics.api_errors.labels("nusasms", type(exc).__name__).inc()
             await self._refused(reply, exc)
             return
+        finally:
+            self._metrics.send_seconds.labels("nusasms").observe(time.perf_counter() - started)
         log.info("reply %d accepted by NusaSMS as %s", reply.id, ref_no)
         await self._store.update_reply(
             reply.id,

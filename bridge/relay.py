@@ -20,6 +20,7 @@ from datetime import UTC, datetime, tzinfo
 from telegram.error import TelegramError
 
 from bridge import render
+from bridge.metrics import Metrics
 from bridge.store import Room, Store, StoreError
 from bridge.topics import Topics
 
@@ -50,9 +51,11 @@ class Relay:
         batch: int = 50,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._topics = topics
+        self._metrics = metrics or Metrics()
         self._tz = tz
         self._concurrency = concurrency
         self._batch = batch
@@ -165,7 +168,9 @@ class Relay:
         )
         unfinished = [m.id for m in waiting]
         for post in posts:
+            started = time.perf_counter()
             message = await self._topics.post(room.room_id, post.html)
+            self._metrics.send_seconds.labels("telegram").observe(time.perf_counter() - started)
             if post.ids:
                 await self._store.mark_posted(post.ids, message.message_id, self._clock())
                 done = set(post.ids)
@@ -177,6 +182,7 @@ class Relay:
         delay = backoff_delay(room.attempts, self._rng)
         reason = f"{type(exc).__name__}: {exc}"
         self.last_error = reason
+        self._metrics.api_errors.labels("telegram", type(exc).__name__).inc()
         log.warning(
             "posting room %s failed (attempt %d), retrying in %.1f s: %s",
             room.room_id,

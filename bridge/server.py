@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from bridge.health import Health
 from bridge.intake import Intake
 from bridge.media import MediaLibrary
+from bridge.metrics import Metrics
 from bridge.nusasms import InboxCallback, StatusCallback
 from bridge.store import StoreError
 
@@ -35,6 +36,7 @@ INTAKE_KEY = web.AppKey("intake", Intake)
 HEALTH_KEY = web.AppKey("health", Health)
 SECRET_KEY = web.AppKey("callback_secret", bytes)
 MEDIA_KEY = web.AppKey("media", MediaLibrary)
+METRICS_KEY = web.AppKey("metrics", Metrics)
 
 
 def build_app(
@@ -43,12 +45,15 @@ def build_app(
     health: Health,
     callback_secret: str,
     media: MediaLibrary | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """The aiohttp application with every route the bridge serves."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[INTAKE_KEY] = intake
     app[HEALTH_KEY] = health
     app[SECRET_KEY] = callback_secret.encode()
+    app[METRICS_KEY] = metrics if metrics is not None else Metrics()
+    app.router.add_get("/metrics", _metrics)
     app.router.add_post("/callbacks/{secret}/wa/inbox", _inbox)
     app.router.add_post("/callbacks/{secret}/wa/status", _status)
     app.router.add_get("/healthz", _healthz)
@@ -75,11 +80,40 @@ async def _media(request: web.Request) -> web.StreamResponse:
 
 
 async def _inbox(request: web.Request) -> web.Response:
-    return await _accept(request, InboxCallback, request.app[INTAKE_KEY].inbox)
+    response = await _accept(request, InboxCallback, request.app[INTAKE_KEY].inbox)
+    _count(request, "inbox", response.status)
+    return response
 
 
 async def _status(request: web.Request) -> web.Response:
-    return await _accept(request, StatusCallback, request.app[INTAKE_KEY].status)
+    response = await _accept(request, StatusCallback, request.app[INTAKE_KEY].status)
+    _count(request, "status", response.status)
+    return response
+
+
+_OUTCOMES = {
+    200: "stored",
+    400: "malformed",
+    404: "wrong_secret",
+    413: "too_large",
+    422: "invalid",
+    503: "unavailable",
+}
+
+
+def _count(request: web.Request, kind: str, status: int) -> None:
+    outcome = _OUTCOMES.get(status, str(status))
+    request.app[METRICS_KEY].callbacks.labels(kind, outcome).inc()
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS_KEY]
+    _, report = await request.app[HEALTH_KEY].report()
+    for queue in ("inbound", "outbound"):
+        state = report.get(f"{queue}_queue", {})
+        metrics.queue_depth.labels(queue).set(state.get("waiting", 0))
+        metrics.oldest_waiting.labels(queue).set(state.get("oldest_age_seconds") or 0)
+    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
 
 
 async def _accept(
@@ -89,7 +123,7 @@ async def _accept(
 ) -> web.Response:
     given = request.match_info["secret"].encode()
     if not hmac.compare_digest(given, request.app[SECRET_KEY]):
-        raise web.HTTPNotFound
+        return _error(404, "not found")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:

@@ -93,6 +93,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX media_expiry ON media (expires_at);
     """,
+    """
+    CREATE TABLE facts (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE alerts (
+        key          TEXT PRIMARY KEY,
+        active       INTEGER NOT NULL,
+        since        REAL NOT NULL,
+        last_sent_at REAL NOT NULL,
+        detail       TEXT NOT NULL DEFAULT ''
+    );
+    ALTER TABLE rooms ADD COLUMN reminded_for REAL;
+    ALTER TABLE rooms ADD COLUMN closed_notice_for REAL;
+    CREATE INDEX rooms_by_last_inbox ON rooms (last_inbox_at);
+    CREATE INDEX outbound_by_room ON outbound (room_id, created_at);
+    """,
 )
 
 # A batch bigger than this waits for the next commit; it bounds one transaction's latency.
@@ -219,6 +236,17 @@ class MediaFile:
     content_type: str
     filename: str
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """One alert's current episode."""
+
+    key: str
+    active: bool
+    since: float
+    last_sent_at: float
+    detail: str
 
 
 _REPLY_COLUMNS = (
@@ -643,6 +671,89 @@ class Store:
         """Drop expired files' records."""
         async with self._transaction() as db:
             await db.executemany("DELETE FROM media WHERE token = ?", [(t,) for t in tokens])
+
+    # --- facts and alert episodes ---------------------------------------------------------
+
+    async def fact(self, key: str) -> str | None:
+        """A remembered value (e.g. the Alerts topic's id), or None."""
+        rows = await self._fetch("SELECT value FROM facts WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def set_fact(self, key: str, value: str | None) -> None:
+        """Remember (or forget, with None) a value."""
+        if value is None:
+            await self._write("DELETE FROM facts WHERE key = ?", (key,))
+        else:
+            await self._write(
+                "INSERT INTO facts (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    async def alert(self, key: str) -> AlertState | None:
+        """The current episode of one alert, or None if it never fired."""
+        rows = await self._fetch(
+            "SELECT key, active, since, last_sent_at, detail FROM alerts WHERE key = ?", (key,)
+        )
+        return AlertState(rows[0][0], bool(rows[0][1]), *rows[0][2:]) if rows else None
+
+    async def save_alert(self, state: AlertState) -> None:
+        """Store an alert episode."""
+        await self._write(
+            """
+            INSERT INTO alerts (key, active, since, last_sent_at, detail) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (key) DO UPDATE SET active = excluded.active, since = excluded.since,
+                last_sent_at = excluded.last_sent_at, detail = excluded.detail
+            """,
+            (state.key, int(state.active), state.since, state.last_sent_at, state.detail),
+        )
+
+    # --- the reply window -------------------------------------------------------------------
+
+    async def rooms_to_remind(self, start: float, end: float) -> list[Room]:
+        """Rooms whose customer wrote last in [start, end), unanswered since, not reminded."""
+        rows = await self._fetch(
+            f"""
+            SELECT {_ROOM_COLUMNS} FROM rooms AS r
+            WHERE last_inbox_at >= ? AND last_inbox_at < ? AND topic_id IS NOT NULL
+              AND reminded_for IS NOT last_inbox_at
+              AND NOT EXISTS (SELECT 1 FROM outbound AS o WHERE o.room_id = r.room_id
+                              AND o.created_at >= r.last_inbox_at)
+            """,  # noqa: S608
+            (start, end),
+        )
+        return [_room(r) for r in rows]
+
+    async def rooms_just_closed(self, start: float, end: float) -> list[Room]:
+        """Rooms whose customer wrote last in [start, end) without a closed-window notice yet."""
+        rows = await self._fetch(
+            f"""
+            SELECT {_ROOM_COLUMNS} FROM rooms
+            WHERE last_inbox_at >= ? AND last_inbox_at < ? AND topic_id IS NOT NULL
+              AND closed_notice_for IS NOT last_inbox_at
+            """,  # noqa: S608
+            (start, end),
+        )
+        return [_room(r) for r in rows]
+
+    async def window_noted(self, room_id: str, column: str, last_inbox_at: float) -> None:
+        """Remember a reminder or closed notice for this customer message."""
+        if column not in ("reminded_for", "closed_notice_for"):
+            raise ValueError(column)
+        await self._write(
+            f"UPDATE rooms SET {column} = ? WHERE room_id = ?",  # noqa: S608
+            (last_inbox_at, room_id),
+        )
+
+    async def room_counts(self, room_id: str) -> tuple[int, int, str | None]:
+        """(messages in, replies out, the last reply's status) of one room."""
+        inbound = await self._fetch("SELECT count(*) FROM inbound WHERE room_id = ?", (room_id,))
+        outbound = await self._fetch(
+            "SELECT count(*), (SELECT coalesce(status, state) FROM outbound "
+            "WHERE room_id = ? ORDER BY id DESC LIMIT 1) FROM outbound WHERE room_id = ?",
+            (room_id, room_id),
+        )
+        return inbound[0][0], outbound[0][0], outbound[0][1]
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return list(await self._reader.execute_fetchall(sql, params))

@@ -130,9 +130,14 @@ class Topics:
             )
         )
 
+    async def create_topic(self, name: str) -> int:
+        """A new topic of the bridge's own (e.g. for alerts); returns its id."""
+        topic = await self._call(lambda: self._bot.create_forum_topic(self._chat_id, name))
+        return topic.message_thread_id
+
     async def notify(
         self,
-        topic_id: int,
+        topic_id: int | None,
         html: str,
         *,
         reply_to: int | None = None,

@@ -1,0 +1,198 @@
+"""Warnings a person must see: low balances, expiring credit, operational trouble.
+
+Each alert is an episode: one message when it starts, at most one reminder every
+`alerts.repeat_hours` while it lasts, one short "recovered" message when it ends. Episodes
+live in the database, so a restart neither repeats nor forgets them. Alerts go to one
+"Alerts" topic the bridge creates once (or a topic the config names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, tzinfo
+
+from telegram.error import BadRequest, TelegramError
+
+from bridge.config import AlertSettings
+from bridge.health import Health
+from bridge.nusasms import Credit, NusaSMSAuthError, NusaSMSClient, NusaSMSError
+from bridge.store import AlertState, Store, StoreError
+from bridge.topics import Topics, is_topic_gone
+
+log = logging.getLogger(__name__)
+
+ALERTS_TOPIC_FACT = "alerts_topic_id"
+ALERTS_TOPIC_NAME = "🔔 Alerts"
+QUEUE_CHECK_SECONDS = 60.0
+
+
+class Alerts:
+    """Owns the balance watch and the alert episodes."""
+
+    def __init__(
+        self,
+        store: Store,
+        topics: Topics,
+        client: NusaSMSClient,
+        health: Health,
+        *,
+        settings: AlertSettings,
+        tz: tzinfo,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._topics = topics
+        self._client = client
+        self._health = health
+        self._settings = settings
+        self._tz = tz
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self.last_balance: Credit | None = None
+        self.last_balance_at: float | None = None
+        self.on_balance: Callable[[Credit], None] = lambda _: None
+
+    @property
+    def running(self) -> bool:
+        """The watch loop is alive."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start watching."""
+        self._task = asyncio.create_task(self._run(), name="alerts")
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        next_balance = 0.0
+        while True:
+            now = self._clock()
+            try:
+                if now >= next_balance:
+                    await self.check_balance()
+                    next_balance = now + self._settings.balance_interval_seconds
+                await self.check_queues()
+            except (TelegramError, StoreError, sqlite3.Error) as exc:
+                log.warning("alerts could not be checked or posted: %s", exc)
+            await asyncio.sleep(min(QUEUE_CHECK_SECONDS, max(1.0, next_balance - self._clock())))
+
+    async def check_balance(self) -> Credit | None:
+        """Read the balance and raise or end the alerts it implies."""
+        try:
+            credit = await self._client.get_balance()
+        except NusaSMSAuthError as exc:
+            self._health.nusasms.set("rejected", exc.reason())
+            await self.episode(
+                "nusasms_key",
+                True,
+                f"🔑 NusaSMS rejected the API key ({html.escape(exc.reason())}). Replies and "
+                "balance checks fail until nusasms.api_key is fixed or this IP is whitelisted.",
+                "🔑 NusaSMS accepts the API key again.",
+            )
+            return None
+        except NusaSMSError as exc:
+            self._health.nusasms.set("unreachable", str(exc))
+            log.warning("cannot read the NusaSMS balance: %s", exc)
+            return None
+        self._health.nusasms.set("ok", "balance read")
+        await self.episode("nusasms_key", False, "", "🔑 NusaSMS accepts the API key again.")
+        self.last_balance, self.last_balance_at = credit, self._clock()
+        self.on_balance(credit)
+        values = credit.numeric_fields()
+        for field, threshold in sorted(self._settings.thresholds.items()):
+            value = values.get(field)
+            if value is None:
+                log.warning("alerts.thresholds names %s, which GET /balance does not report", field)
+                continue
+            await self.episode(
+                f"balance:{field}",
+                value < threshold,
+                f"💸 Low balance: <b>{field}</b> is {value:g}, below {threshold:g}. "
+                "Top up at app.nusasms.com.",
+                f"✅ {field} is back at {value:g} (threshold {threshold:g}).",
+            )
+        today = datetime.fromtimestamp(self._clock(), UTC).astimezone(self._tz).date()
+        for field, expires in sorted(credit.expiry_dates().items()):
+            days = (expires - today).days
+            await self.episode(
+                f"expiry:{field}",
+                days <= self._settings.expiry_warning_days,
+                _expiry_text(field, expires, days),
+                f"✅ {field} now runs until {expires:%d %b %Y}.",
+            )
+        return credit
+
+    async def check_queues(self) -> None:
+        """Alert when messages wait in a queue longer than `stuck_after_minutes`."""
+        now = self._clock()
+        limit = self._settings.stuck_after_minutes * 60
+        inbound = await self._store.queue_stats()
+        waiting_out, oldest_out = await self._store.outbound_stats()
+        for key, count, oldest, where in (
+            ("stuck:inbound", inbound.waiting, inbound.oldest_received_at, "to Telegram"),
+            ("stuck:outbound", waiting_out, oldest_out, "to WhatsApp"),
+        ):
+            age = None if oldest is None else now - oldest
+            await self.episode(
+                key,
+                age is not None and age > limit,
+                f"⏳ {count} message(s) waiting to go {where}, the oldest for "
+                f"{(age or 0) / 60:.0f} min. See /status.",
+                f"✅ Messages flow {where} again.",
+            )
+
+    async def episode(self, key: str, active: bool, text: str, recovered: str) -> None:
+        """Move one alert's episode: start, remind, or end it (posting as needed)."""
+        state = await self._store.alert(key)
+        now = self._clock()
+        repeat = self._settings.repeat_hours * 3600
+        if active:
+            if state is None or not state.active:
+                await self.post(text)
+                await self._store.save_alert(AlertState(key, True, now, now, text))
+            elif now - state.last_sent_at >= repeat:
+                await self.post(f"Reminder: {text}")
+                await self._store.save_alert(AlertState(key, True, state.since, now, text))
+        elif state is not None and state.active:
+            await self.post(recovered)
+            await self._store.save_alert(AlertState(key, False, now, now, ""))
+
+    async def post(self, html_text: str) -> None:
+        """Post into the Alerts topic, making it first if needed."""
+        topic_id = await self.topic()
+        try:
+            await self._topics.notify(topic_id, html_text)
+        except BadRequest as exc:
+            if not is_topic_gone(exc) or self._settings.topic_id is not None:
+                raise
+            await self._store.set_fact(ALERTS_TOPIC_FACT, None)
+            await self._topics.notify(await self.topic(), html_text)
+
+    async def topic(self) -> int:
+        """The Alerts topic's id."""
+        if self._settings.topic_id is not None:
+            return self._settings.topic_id
+        known = await self._store.fact(ALERTS_TOPIC_FACT)
+        if known is not None:
+            return int(known)
+        topic_id = await self._topics.create_topic(ALERTS_TOPIC_NAME)
+        await self._store.set_fact(ALERTS_TOPIC_FACT, str(topic_id))
+        log.info("created the Alerts topic %d", topic_id)
+        return topic_id
+
+
+def _expiry_text(field: str, expires: date, days: int) -> str:
+    if days < 0:
+        return f"⌛ <b>{field}</b> expired on {expires:%d %b %Y}."
+    return f"⌛ <b>{field}</b> expires on {expires:%d %b %Y} (in {days} day(s))."

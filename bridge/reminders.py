@@ -1,0 +1,102 @@
+"""The reply window, watched: one reminder before an unanswered window closes, one notice
+when it has closed. What was said is remembered per customer message, across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
+
+from telegram.error import TelegramError
+
+from bridge.store import Store, StoreError
+from bridge.topics import Topics
+
+log = logging.getLogger(__name__)
+
+CHECK_SECONDS = 30.0
+# Closed-window notices are only posted this long after closing (not for ancient rooms).
+CLOSED_NOTICE_HORIZON_SECONDS = 3600.0
+
+
+class WindowReminders:
+    """Owns the loop that posts window reminders and closed-window notices."""
+
+    def __init__(
+        self,
+        store: Store,
+        topics: Topics,
+        *,
+        window_seconds: float,
+        warn_seconds: float,
+        tz: tzinfo,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._topics = topics
+        self._window = window_seconds
+        self._warn = min(warn_seconds, window_seconds)
+        self._tz = tz
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """The loop is alive."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start the loop."""
+        self._task = asyncio.create_task(self._run(), name="window-reminders")
+
+    async def stop(self) -> None:
+        """Stop the loop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except (TelegramError, StoreError, sqlite3.Error) as exc:
+                log.warning("window reminders not posted yet: %s", exc)
+            await asyncio.sleep(CHECK_SECONDS)
+
+    async def check(self) -> int:
+        """Post what is due now; returns how many posts were made."""
+        now = self._clock()
+        posted = 0
+        for room in await self._store.rooms_to_remind(
+            now - self._window, now - self._window + self._warn
+        ):
+            closes = room.last_inbox_at + self._window
+            assert room.topic_id is not None
+            await self._topics.notify(
+                room.topic_id,
+                f"⏳ The customer's message is unanswered and the reply window closes at "
+                f"{self._local(closes)} (in {max(0, (closes - now) / 60):.0f} min).",
+            )
+            await self._store.window_noted(room.room_id, "reminded_for", room.last_inbox_at)
+            posted += 1
+        closed = await self._store.rooms_just_closed(
+            now - self._window - CLOSED_NOTICE_HORIZON_SECONDS, now - self._window
+        )
+        for room in closed:
+            assert room.topic_id is not None
+            await self._topics.notify(
+                room.topic_id,
+                f"🔒 The reply window closed at {self._local(room.last_inbox_at + self._window)}. "
+                "Replies are refused until the customer writes again.",
+            )
+            await self._store.window_noted(room.room_id, "closed_notice_for", room.last_inbox_at)
+            posted += 1
+        return posted
+
+    def _local(self, moment: float) -> str:
+        return f"{datetime.fromtimestamp(moment, UTC).astimezone(self._tz):%d %b %H:%M}"
