@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge.config import ConfigError, load_settings
+from bridge.config import ConfigError, Settings, load_settings
 from bridge.logs import setup_logging
 
 
@@ -20,19 +20,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the bridge until SIGTERM")
     run.add_argument("--config", type=Path, default=Path("config.yaml"), help="YAML config file")
+    check = commands.add_parser(
+        "check", help="check the configuration and both services; exit 0 only if all pass"
+    )
+    check.add_argument("--config", type=Path, default=Path("config.yaml"), help="YAML config file")
     args = parser.parse_args(argv)
 
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
+        if args.command == "check":
+            print("✘ configuration")
+            for line in str(exc).splitlines():
+                print(f"    {line}")
+            print("    fix: edit the file (config.example.yaml documents every key)")
+            return 1
         print(f"config error: {exc}".replace("\n", "\nconfig error: "), file=sys.stderr)
         return 2
+    if args.command == "check":
+        setup_logging("ERROR", secrets=settings.secrets())
+        return asyncio.run(_check(settings))
     setup_logging(
         settings.logging.level, json_lines=settings.logging.json_lines, secrets=settings.secrets()
     )
     from bridge.app import run as run_bridge
 
     return asyncio.run(run_bridge(settings))
+
+
+async def _check(settings: Settings) -> int:
+    from bridge.preflight import checklist
+
+    results = await checklist(settings)
+    for result in results:
+        print(f"{'✔' if result.ok else '✘'} {result.name}: {result.detail}")
+        if not result.ok and result.fix:
+            print(f"    fix: {result.fix}")
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@ the service is only unreachable for now and the bridge retries.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from telegram import Bot, ChatMemberAdministrator
 from telegram.constants import ChatType
-from telegram.error import BadRequest, Forbidden, InvalidToken
+from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 
-from bridge.nusasms import NusaSMSAuthError, NusaSMSClient, Person
+from bridge.config import Settings
+from bridge.nusasms import NusaSMSAuthError, NusaSMSClient, NusaSMSError, Person
 
 
 class Rejected(Exception):
@@ -58,3 +61,139 @@ async def check_nusasms(client: NusaSMSClient) -> Person:
             f"NusaSMS rejected the API key ({exc.reason()}): check nusasms.api_key / "
             "NUSASMS_API_KEY and that this server's IP is whitelisted at app.nusasms.com"
         ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One line of `bridge check`."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+async def checklist(settings: Settings) -> list[CheckResult]:
+    """Every start-up check, each with a fix when it fails (for `bridge check`)."""
+    results = [CheckResult("configuration", True, "valid")]
+    async with NusaSMSClient(
+        settings.nusasms.api_key.get_secret_value(),
+        base_url=settings.nusasms.base_url,
+        request_timeout=settings.nusasms.request_timeout_seconds,
+    ) as client:
+        results += await _nusasms_checks(client, settings)
+    bot = Bot(
+        settings.telegram.bot_token.get_secret_value(),
+        base_url=settings.telegram.api_base_url,
+        base_file_url=settings.telegram.api_file_url,
+    )
+    results += await _telegram_checks(bot, settings.telegram.chat_id)
+    return results
+
+
+async def _nusasms_checks(client: NusaSMSClient, settings: Settings) -> list[CheckResult]:
+    try:
+        person = await client.get_user()
+    except NusaSMSAuthError as exc:
+        return [
+            CheckResult(
+                "NusaSMS API key",
+                False,
+                f"rejected ({exc.reason()})",
+                "set nusasms.api_key / NUSASMS_API_KEY to the key from app.nusasms.com > "
+                "Account > User management, and whitelist this server's IP (Account > IP "
+                "Whitelist)",
+            )
+        ]
+    except NusaSMSError as exc:
+        return [
+            CheckResult(
+                "NusaSMS API key",
+                False,
+                f"NusaSMS unreachable: {exc}",
+                "check nusasms.base_url and this machine's outbound network",
+            )
+        ]
+    results = [CheckResult("NusaSMS API key", True, f"accepted (user {person.userid})")]
+    try:
+        credit = await client.get_balance()
+    except NusaSMSError as exc:
+        return [*results, CheckResult("NusaSMS balance", False, str(exc), "retry later")]
+    values = credit.numeric_fields()
+    low = [
+        f"{field} {values[field]:g} < {limit:g}"
+        for field, limit in sorted(settings.alerts.thresholds.items())
+        if field in values and values[field] < limit
+    ]
+    shown = ", ".join(f"{k} {v:g}" for k, v in sorted(values.items()))
+    if low:
+        results.append(
+            CheckResult(
+                "NusaSMS balance", False, "low: " + "; ".join(low), "top up at app.nusasms.com"
+            )
+        )
+    else:
+        results.append(CheckResult("NusaSMS balance", True, shown or "no balances reported"))
+    return results
+
+
+async def _telegram_checks(bot: Bot, chat_id: int) -> list[CheckResult]:
+    try:
+        async with bot:
+            described = await check_telegram(bot, chat_id)
+    except InvalidToken:
+        return [
+            CheckResult(
+                "Telegram bot token",
+                False,
+                "rejected by Telegram",
+                "set telegram.bot_token / TELEGRAM_BOT_TOKEN to the token @BotFather gave you",
+            )
+        ]
+    except Rejected as exc:
+        name, fix = _TELEGRAM_FIXES.get(_which(str(exc)), ("Telegram group", ""))
+        return [
+            CheckResult("Telegram bot token", True, "accepted"),
+            CheckResult(name, False, str(exc), fix),
+        ]
+    except TelegramError as exc:
+        return [
+            CheckResult(
+                "Telegram bot token",
+                False,
+                f"Telegram unreachable: {exc.message}",
+                "check telegram.api_base_url and this machine's outbound network",
+            )
+        ]
+    return [
+        CheckResult("Telegram bot token", True, "accepted"),
+        CheckResult("Telegram group is a forum", True, described),
+        CheckResult("bot may manage topics", True, "administrator with 'Manage topics'"),
+    ]
+
+
+_TELEGRAM_FIXES = {
+    "token": (
+        "Telegram bot token",
+        "set telegram.bot_token / TELEGRAM_BOT_TOKEN to the token @BotFather gave you",
+    ),
+    "reach": ("Telegram group", "add the bot to the group and check telegram.chat_id"),
+    "forum": ("Telegram group is a forum", "Group settings > Topics: turn topics on"),
+    "admin": ("bot may manage topics", "Group settings > Administrators: add the bot"),
+    "rights": (
+        "bot may manage topics",
+        "Group settings > Administrators > the bot: enable 'Manage topics'",
+    ),
+}
+
+
+def _which(message: str) -> str:
+    if "bot token" in message:
+        return "token"
+    if "not a forum" in message:
+        return "forum"
+    if "not an administrator" in message:
+        return "admin"
+    if "Manage topics" in message:
+        return "rights"
+    return "reach"
