@@ -111,7 +111,7 @@ class Bridge:
             .build()
         )
         bot = self._telegram.bot
-        budget = GroupBudget(s.telegram.messages_per_minute)
+        budget = GroupBudget(s.telegram.group_budget.messages, s.telegram.group_budget.seconds)
         topics = Topics(
             bot,
             store,

@@ -83,6 +83,13 @@ class NusaSMSSettings(_Section):
         return ZoneInfo(self.timezone)
 
 
+class GroupBudgetSettings(_Section):
+    """Telegram lets a bot post about 20 messages a minute into one group, all topics together."""
+
+    messages: int = Field(default=20, ge=1)
+    seconds: float = Field(default=60.0, gt=0)
+
+
 class TelegramSettings(_Section):
     """The bot and the forum supergroup it serves."""
 
@@ -91,8 +98,7 @@ class TelegramSettings(_Section):
     api_base_url: str = "https://api.telegram.org/bot"
     api_file_url: str = "https://api.telegram.org/file/bot"
     operator_ids: tuple[int, ...] = ()
-    # Telegram lets a bot post about 20 messages a minute into one group, all topics together.
-    messages_per_minute: float = Field(default=20.0, gt=0)
+    group_budget: GroupBudgetSettings = Field(default_factory=lambda: GroupBudgetSettings())
     # Messages starting with this stay in Telegram (notes between operators).
     note_prefix: str = "//"
 

@@ -13,24 +13,22 @@ import collections
 import time
 from collections.abc import Awaitable, Callable
 
-WINDOW_SECONDS = 60.0
-
 
 class GroupBudget:
-    """A sliding-window limit of `per_minute` sends, plus pauses Telegram imposes."""
+    """At most `messages` sends in any `seconds` window, plus pauses Telegram imposes."""
 
     def __init__(
         self,
-        per_minute: float,
+        messages: int,
+        seconds: float = 60.0,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        if per_minute <= 0:
-            raise ValueError("per_minute must be positive")
-        # A fractional budget (tests scale time) becomes a shorter window for whole sends.
-        self._slots = max(1, int(per_minute))
-        self._window = WINDOW_SECONDS * self._slots / per_minute
+        if messages < 1 or seconds <= 0:
+            raise ValueError("a budget needs at least one message in a positive window")
+        self._slots = messages
+        self._window = seconds
         self._clock = clock
         self._sleep = sleep
         self._sent: collections.deque[float] = collections.deque()

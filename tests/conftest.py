@@ -54,7 +54,7 @@ def config_data(tmp_path: Path, telegram: FakeTelegram, nusasms: FakeNusaSMS) ->
             "api_base_url": telegram.base_url,
             "api_file_url": telegram.base_file_url,
             # Tests are not about pacing unless they say so.
-            "messages_per_minute": 100_000,
+            "group_budget": {"messages": 100_000, "seconds": 60},
         },
         "server": {
             "host": "127.0.0.1",

@@ -52,9 +52,20 @@ async def test_retry_after_pauses_every_sender_exactly() -> None:
     assert t.now == 1007.0
 
 
-async def test_fractional_budget_keeps_its_rate() -> None:
+async def test_scaled_window_keeps_the_same_shape() -> None:
     t = FakeTime()
-    budget = GroupBudget(0.5, clock=t.clock, sleep=t.sleep)  # one message per two minutes
+    budget = GroupBudget(20, 1.0, clock=t.clock, sleep=t.sleep)  # a minute played in a second
+    for _ in range(21):
+        await budget.acquire()
+    assert t.now == 1001.0
+
+
+async def test_reactions_do_not_spend_the_budget_but_respect_pauses() -> None:
+    t = FakeTime()
+    budget = GroupBudget(1, clock=t.clock, sleep=t.sleep)
     await budget.acquire()
-    await budget.acquire()
-    assert t.now == 1120.0
+    await budget.acquire(counts=False)
+    assert t.now == 1000.0
+    budget.pause(3)
+    await budget.acquire(counts=False)
+    assert t.now == 1003.0
