@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 
+class Slot:
+    """One send counted in the window, from its start until Telegram answered it."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+
 class GroupBudget:
-    """At most `messages` sends in any `seconds` window, plus pauses Telegram imposes."""
+    """At most `messages` sends in any `seconds` window, plus pauses Telegram imposes.
+
+    A send is counted from the moment Telegram answered it (`finish`), which is never
+    earlier than Telegram counted it; counting from the request's start would free a slot
+    a few milliseconds before Telegram does, and earn a 429.
+    """
 
     def __init__(
         self,
@@ -31,29 +46,51 @@ class GroupBudget:
         self._window = seconds
         self._clock = clock
         self._sleep = sleep
-        self._sent: collections.deque[float] = collections.deque()
+        self._sent: collections.deque[Slot] = collections.deque()
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
 
-    async def acquire(self, *, counts: bool = True) -> None:
-        """Wait until one more message may be sent, and count it as sent.
+    async def acquire(self, *, counts: bool = True) -> Slot | None:
+        """Wait until one more message may be sent, and count it (the slot to finish).
 
         With `counts=False` (reactions, edits) only a pause Telegram imposed is waited out.
         """
         # One waiter at a time keeps the order of arrival (FIFO) and the count exact.
         async with self._lock:
-            while True:
-                now = self._clock()
-                while self._sent and self._sent[0] <= now - self._window:
-                    self._sent.popleft()
-                wait = self._paused_until - now
-                if counts and len(self._sent) >= self._slots:
-                    wait = max(wait, self._sent[0] + self._window - now)
-                if wait <= 0:
-                    if counts:
-                        self._sent.append(now)
-                    return
-                await self._sleep(wait)
+            await self._wait(counts=counts)
+            if not counts:
+                return None
+            slot = Slot(self._clock())
+            self._sent.append(slot)
+            return slot
+
+    async def ready(self) -> None:
+        """Wait until a send would go out at once, without counting one."""
+        async with self._lock:
+            await self._wait(counts=True)
+
+    def finish(self, slot: Slot | None) -> None:
+        """Telegram answered the send: its window starts now."""
+        if slot is not None:
+            slot.at = self._clock()
+
+    def release(self, slot: Slot | None) -> None:
+        """Telegram refused the send (429): it did not spend the budget."""
+        if slot is not None:
+            with contextlib.suppress(ValueError):
+                self._sent.remove(slot)
+
+    async def _wait(self, *, counts: bool) -> None:
+        while True:
+            now = self._clock()
+            while self._sent and self._sent[0].at <= now - self._window:
+                self._sent.popleft()
+            wait = self._paused_until - now
+            if counts and len(self._sent) >= self._slots:
+                wait = max(wait, min(s.at for s in self._sent) + self._window - now)
+            if wait <= 0:
+                return
+            await self._sleep(wait)
 
     def pause(self, seconds: float) -> None:
         """Telegram said to wait: nothing is sent to the group for `seconds`."""

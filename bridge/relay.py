@@ -154,6 +154,7 @@ class Relay:
             await self._failed(room, exc)
 
     async def _post_waiting(self, room: Room) -> None:
+        await self._topics.prepare(room.room_id)
         waiting = await self._store.waiting(room.room_id, self._batch)
         if not waiting:
             return

@@ -31,6 +31,7 @@ MAX_BODY_BYTES = 64 * 1024
 COMMIT_TIMEOUT_SECONDS = 10.0
 
 _Callback = TypeVar("_Callback", bound=BaseModel)
+_OK_BODY = b'{"ok": true}'
 
 INTAKE_KEY = web.AppKey("intake", Intake)
 HEALTH_KEY = web.AppKey("health", Health)
@@ -144,7 +145,7 @@ async def _accept(
     except (StoreError, TimeoutError) as exc:
         log.error("callback not stored, answering 503: %s", exc)
         return _error(503, "cannot store the callback right now; retry later")
-    return web.json_response({"ok": True})
+    return web.Response(body=_OK_BODY, content_type="application/json")
 
 
 async def _healthz(request: web.Request) -> web.Response:

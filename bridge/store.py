@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -109,6 +110,24 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE rooms ADD COLUMN closed_notice_for REAL;
     CREATE INDEX rooms_by_last_inbox ON rooms (last_inbox_at);
     CREATE INDEX outbound_by_room ON outbound (room_id, created_at);
+    """,
+    # Intake in one statement per batch: the view's trigger records the room and the
+    # message together, and skips a ref_no seen before without touching the room.
+    """
+    CREATE VIEW intake AS
+        SELECT i.ref_no, i.room_id, r.sender_number, i.text, i.inbox_at, i.received_at
+        FROM inbound AS i JOIN rooms AS r USING (room_id);
+    CREATE TRIGGER intake_insert INSTEAD OF INSERT ON intake
+    WHEN NOT EXISTS (SELECT 1 FROM inbound WHERE ref_no = NEW.ref_no)
+    BEGIN
+        INSERT INTO rooms (room_id, sender_number, last_inbox_at, created_at)
+        VALUES (NEW.room_id, NEW.sender_number, NEW.inbox_at, NEW.received_at)
+        ON CONFLICT (room_id) DO UPDATE SET
+            sender_number = excluded.sender_number,
+            last_inbox_at = max(last_inbox_at, excluded.last_inbox_at);
+        INSERT INTO inbound (ref_no, room_id, text, inbox_at, received_at)
+        VALUES (NEW.ref_no, NEW.room_id, NEW.text, NEW.inbox_at, NEW.received_at);
+    END;
     """,
 )
 
@@ -285,12 +304,14 @@ class Store:
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            writer = await aiosqlite.connect(path, isolation_level=None)
+            async with aiosqlite.connect(path, isolation_level=None) as setup:
+                await _configure(setup, synchronous)
+                await _migrate(setup)
+            writer = await aiosqlite.connect(path, isolation_level="IMMEDIATE")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
         try:
             await _configure(writer, synchronous)
-            await _migrate(writer)
             reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
             await reader.execute("PRAGMA busy_timeout = 2000")
         except BaseException:
@@ -347,28 +368,12 @@ class Store:
         statuses = [p.item for p in batch if isinstance(p.item, NewStatus)]
         async with self._transaction() as db:
             if inbound:
-                # Rooms first: messages reference them. A duplicate ref_no leaves no trace.
                 await db.executemany(
-                    """
-                    INSERT INTO rooms (room_id, sender_number, last_inbox_at, created_at)
-                    VALUES (?, ?, ?, ?)
-                    ON CONFLICT (room_id) DO UPDATE SET
-                        sender_number = excluded.sender_number,
-                        last_inbox_at = max(last_inbox_at, excluded.last_inbox_at)
-                    WHERE NOT EXISTS (SELECT 1 FROM inbound WHERE ref_no = ?)
-                    """,
+                    "INSERT INTO intake VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (m.room_id, m.sender_number, m.inbox_at, m.received_at, m.ref_no)
+                        (m.ref_no, m.room_id, m.sender_number, m.text, m.inbox_at, m.received_at)
                         for m in inbound
                     ],
-                )
-                await db.executemany(
-                    """
-                    INSERT INTO inbound (ref_no, room_id, text, inbox_at, received_at)
-                    VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT (ref_no) DO NOTHING
-                    """,
-                    [(m.ref_no, m.room_id, m.text, m.inbox_at, m.received_at) for m in inbound],
                 )
             if statuses:
                 await db.executemany(
@@ -382,16 +387,19 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction; any SQLite failure surfaces as StoreError."""
+        """One write transaction; any SQLite failure surfaces as StoreError.
+
+        The writer connection begins it implicitly (BEGIN IMMEDIATE) with its first
+        statement, which saves a round trip to the database thread per transaction.
+        """
         async with self._write_lock:
             try:
-                await self._writer.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._writer
-                    await self._writer.execute("COMMIT")
+                    await self._writer.commit()
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error, ValueError):
-                        await self._writer.execute("ROLLBACK")
+                        await self._writer.rollback()
                     raise
             except (sqlite3.Error, ValueError) as exc:
                 raise StoreError(f"database write failed: {exc}") from exc
@@ -545,6 +553,14 @@ class Store:
         )
         return Reply(*rows[0]) if rows else None
 
+    async def reply_to_message(self, operator_message_id: int) -> Reply | None:
+        """The reply an operator's Telegram message became, or None."""
+        rows = await self._fetch(
+            f"SELECT {_REPLY_COLUMNS} FROM outbound WHERE operator_message_id = ?",  # noqa: S608
+            (operator_message_id,),
+        )
+        return Reply(*rows[0]) if rows else None
+
     async def due_replies(self, now: float, limit: int) -> list[Reply]:
         """The head reply of every room whose backoff has passed, oldest first."""
         rows = await self._fetch(
@@ -557,9 +573,20 @@ class Store:
         )
         return [Reply(*r) for r in rows]
 
-    async def next_reply_attempt_at(self) -> float | None:
-        """When the earliest waiting reply may be tried."""
-        rows = await self._fetch("SELECT min(next_attempt_at) FROM outbound WHERE state = 'queued'")
+    async def next_reply_attempt_at(self, busy_rooms: Iterable[str] = ()) -> float | None:
+        """When the earliest room head may be tried, leaving out rooms with a reply in flight.
+
+        Only a room's first waiting reply counts: the ones behind it were never tried (their
+        time is 0) and must wait for it, as must a busy room's, or the worker would spin.
+        """
+        rows = await self._fetch(
+            """
+            SELECT min(next_attempt_at) FROM outbound WHERE id IN (
+                SELECT min(id) FROM outbound WHERE state = 'queued' GROUP BY room_id
+            ) AND room_id NOT IN (SELECT value FROM json_each(?))
+            """,
+            (json.dumps(sorted(busy_rooms)),),
+        )
         return rows[0][0] if rows else None
 
     async def update_reply(self, reply_id: int, **fields: Any) -> None:
@@ -795,4 +822,13 @@ async def _migrate(db: aiosqlite.Connection) -> None:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split a migration into statements (a trigger's body holds semicolons too)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements

@@ -90,6 +90,15 @@ class Topics:
                 return await self._send(topic_id, html)
             raise
 
+    async def prepare(self, room_id: str) -> None:
+        """Make sure the room's topic and header exist, then wait for the group's budget.
+
+        Called before reading what to post, so the post carries everything that arrived
+        while waiting instead of a stale picture.
+        """
+        await self._ready_topic(await self._current(room_id))
+        await self._budget.ready()
+
     async def _current(self, room_id: str) -> Room:
         room = await self._store.room(room_id)
         if room is None:
@@ -170,12 +179,20 @@ class Topics:
     async def _call(self, request: Callable[[], Awaitable[T]], *, counts: bool = True) -> T:
         """One request into the group, within the budget, waiting out 429s."""
         for _ in range(_MAX_RETRY_AFTER_ROUNDS):
-            await self._budget.acquire(counts=counts)
+            slot = await self._budget.acquire(counts=counts)
             try:
-                return await request()
+                result = await request()
             except RetryAfter as exc:
+                self._budget.release(slot)
                 seconds = retry_after_seconds(exc)
                 log.warning("Telegram asks to wait %.0f s (group budget)", seconds)
                 self._budget.pause(seconds)
-        await self._budget.acquire(counts=counts)
-        return await request()
+                continue
+            finally:
+                self._budget.finish(slot)
+            return result
+        slot = await self._budget.acquire(counts=counts)
+        try:
+            return await request()
+        finally:
+            self._budget.finish(slot)

@@ -69,3 +69,32 @@ async def test_reactions_do_not_spend_the_budget_but_respect_pauses() -> None:
     budget.pause(3)
     await budget.acquire(counts=False)
     assert t.now == 1003.0
+
+
+async def test_window_counts_from_telegrams_answer_not_the_request() -> None:
+    t = FakeTime()
+    budget = GroupBudget(1, 10, clock=t.clock, sleep=t.sleep)
+    slot = await budget.acquire()
+    t.now += 2  # Telegram took two seconds to answer (and counted the send late)
+    budget.finish(slot)
+    await budget.acquire()
+    assert t.now == 1012.0
+
+
+async def test_a_refused_send_does_not_spend_the_budget() -> None:
+    t = FakeTime()
+    budget = GroupBudget(1, 10, clock=t.clock, sleep=t.sleep)
+    slot = await budget.acquire()
+    budget.release(slot)
+    await budget.acquire()
+    assert t.now == 1000.0
+
+
+async def test_ready_waits_for_a_free_slot_without_taking_it() -> None:
+    t = FakeTime()
+    budget = GroupBudget(1, 10, clock=t.clock, sleep=t.sleep)
+    await budget.acquire()
+    await budget.ready()
+    assert t.now == 1010.0
+    await budget.acquire()
+    assert t.now == 1010.0
