@@ -27,6 +27,7 @@ from bridge.config import Settings
 from bridge.feedback import RETRY_PREFIX, Feedback
 from bridge.health import Health, ServiceState
 from bridge.intake import Intake
+from bridge.logs import redact_loggers
 from bridge.media import MediaLibrary
 from bridge.metrics import Metrics
 from bridge.nusasms import Credit, NusaSMSClient, NusaSMSError
@@ -74,6 +75,7 @@ class Bridge:
         self._replies: Replies | None = None
         self._commands: Commands | None = None
         self._workers: list[Worker] = []
+        self._unredact: Callable[[], None] = _nothing
         self._polling = False
         self._checks: list[asyncio.Task[None]] = []
         self.health: Health | None = None
@@ -97,6 +99,7 @@ class Bridge:
     async def _start(self) -> None:
         s = self.settings
         tz = s.nusasms.tz
+        self._unredact = redact_loggers(s.secrets())
         self._store = store = await Store.open(s.storage.path, synchronous=s.storage.synchronous)
         self._nusasms = NusaSMSClient(
             s.nusasms.api_key.get_secret_value(),
@@ -369,6 +372,8 @@ class Bridge:
         if self._store is not None:
             await self._store.close()
             self._store = None
+        self._unredact()
+        self._unredact = _nothing
 
 
 async def run(settings: Settings) -> int:
@@ -390,6 +395,10 @@ async def run(settings: Settings) -> int:
         await bridge.stop()
     log.info("stopped")
     return 0
+
+
+def _nothing() -> None:
+    pass
 
 
 def _describe(exc: BaseException) -> str:

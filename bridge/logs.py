@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 # A bot token in any URL or message: "<digits>:<35 or so url-safe characters>".
@@ -53,6 +53,25 @@ class JSONFormatter(logging.Formatter):
         if record.exc_text:
             entry["exception"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)
+
+
+# Libraries whose log lines may carry a secret: the access log prints callback paths (with
+# the callback secret), httpx prints Telegram URLs (with the bot token).
+SECRET_BEARING_LOGGERS = ("aiohttp.access", "aiohttp.server", "httpx", "telegram")
+
+
+def redact_loggers(secrets: Iterable[str]) -> Callable[[], None]:
+    """Redact at the source, whatever handlers are attached; returns the undo."""
+    redactor = Redactor(secrets)
+    loggers = [logging.getLogger(name) for name in SECRET_BEARING_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(redactor)
+
+    def undo() -> None:
+        for logger in loggers:
+            logger.removeFilter(redactor)
+
+    return undo
 
 
 def setup_logging(

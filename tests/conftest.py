@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -22,11 +23,25 @@ import yaml
 from bridge.app import Bridge
 from bridge.config import Settings, load_settings
 from tests.fakes.nusasms import FakeNusaSMS
-from tests.fakes.telegram import FakeTelegram
+from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
 
 CALLBACK_SECRET = "test-callback-secret-0123456789"
 ROOM = "0f8c3a52-fb79-4c3e-b19e-546f761dfebf"
 NUMBER = "6281234567890"
+
+
+SECRETS = (CALLBACK_SECRET, DEFAULT_TOKEN, "test-nusasms-key")
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test doubles as a check that no log line carries a secret."""
+    caplog.set_level(logging.INFO)
+    yield
+    for record in caplog.records:
+        text = record.getMessage() + (record.exc_text or "")
+        leaked = [s for s in SECRETS if s in text]
+        assert not leaked, f"secret in a log line of {record.name}: {text[:300]}"
 
 
 @pytest.fixture
