@@ -128,6 +128,7 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO inbound (ref_no, room_id, text, inbox_at, received_at)
         VALUES (NEW.ref_no, NEW.room_id, NEW.text, NEW.inbox_at, NEW.received_at);
     END;
+    CREATE INDEX rooms_failing ON rooms (room_id) WHERE attempts > 0;
     """,
 )
 
@@ -514,7 +515,7 @@ class Store:
             """
         )
         failing = await self._fetch(
-            "SELECT count(*) FROM rooms WHERE attempts > 0 AND next_attempt_at > 0"
+            "SELECT count(*) FROM rooms WHERE attempts > 0"
         )
         waiting, rooms_waiting, oldest = rows[0]
         return QueueStats(waiting, rooms_waiting, oldest, failing[0][0])
