@@ -21,9 +21,10 @@ from telegram.error import BadRequest, TelegramError
 
 from bridge.config import AlertSettings
 from bridge.health import Health
+from bridge.metrics import Metrics
 from bridge.nusasms import Credit, NusaSMSAuthError, NusaSMSClient, NusaSMSError
 from bridge.store import AlertState, Store, StoreError
-from bridge.topics import Topics, is_topic_gone
+from bridge.topics import Topics, is_topic_closed, is_topic_gone
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Alerts:
         settings: AlertSettings,
         tz: tzinfo,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._topics = topics
@@ -53,7 +55,9 @@ class Alerts:
         self._settings = settings
         self._tz = tz
         self._clock = clock
+        self._metrics = metrics or Metrics()
         self._task: asyncio.Task[None] | None = None
+        self._episodes = asyncio.Lock()
         self.last_balance: Credit | None = None
         self.last_balance_at: float | None = None
         self.on_balance: Callable[[Credit], None] = lambda _: None
@@ -66,6 +70,7 @@ class Alerts:
     def start(self) -> None:
         """Start watching."""
         self._task = asyncio.create_task(self._run(), name="alerts")
+        self._task.add_done_callback(_log_death)
 
     async def stop(self) -> None:
         """Stop watching."""
@@ -80,11 +85,17 @@ class Alerts:
             now = self._clock()
             try:
                 if now >= next_balance:
+                    # A check whose alert cannot be posted (Telegram down) is retried within
+                    # a minute, not every second: GET /balance is not hammered meanwhile.
+                    interval = self._settings.balance_interval_seconds
+                    next_balance = now + min(interval, QUEUE_CHECK_SECONDS)
                     await self.check_balance()
-                    next_balance = now + self._settings.balance_interval_seconds
+                    next_balance = now + interval
                 await self.check_queues()
             except (TelegramError, StoreError, sqlite3.Error) as exc:
                 log.warning("alerts could not be checked or posted: %s", exc)
+            except Exception:  # a bug must not end the watch for good
+                log.exception("checking alerts failed unexpectedly")
             await asyncio.sleep(min(QUEUE_CHECK_SECONDS, max(1.0, next_balance - self._clock())))
 
     async def check_balance(self) -> Credit | None:
@@ -92,6 +103,7 @@ class Alerts:
         try:
             credit = await self._client.get_balance()
         except NusaSMSAuthError as exc:
+            self._metrics.api_errors.labels("nusasms", type(exc).__name__).inc()
             self._health.nusasms.set("rejected", exc.reason())
             await self.episode(
                 "nusasms_key",
@@ -102,6 +114,7 @@ class Alerts:
             )
             return None
         except NusaSMSError as exc:
+            self._metrics.api_errors.labels("nusasms", type(exc).__name__).inc()
             self._health.nusasms.set("unreachable", str(exc))
             log.warning("cannot read the NusaSMS balance: %s", exc)
             return None
@@ -154,19 +167,22 @@ class Alerts:
 
     async def episode(self, key: str, active: bool, text: str, recovered: str) -> None:
         """Move one alert's episode: start, remind, or end it (posting as needed)."""
-        state = await self._store.alert(key)
-        now = self._clock()
-        repeat = self._settings.repeat_hours * 3600
-        if active:
-            if state is None or not state.active:
-                await self.post(text)
-                await self._store.save_alert(AlertState(key, True, now, now, text))
-            elif now - state.last_sent_at >= repeat:
-                await self.post(f"Reminder: {text}")
-                await self._store.save_alert(AlertState(key, True, state.since, now, text))
-        elif state is not None and state.active:
-            await self.post(recovered)
-            await self._store.save_alert(AlertState(key, False, now, now, ""))
+        # One episode step at a time: the watch loop and an operator's /balance may check at
+        # once, and each must see what the other posted (and the Alerts topic it made).
+        async with self._episodes:
+            state = await self._store.alert(key)
+            now = self._clock()
+            repeat = self._settings.repeat_hours * 3600
+            if active:
+                if state is None or not state.active:
+                    await self.post(text)
+                    await self._store.save_alert(AlertState(key, True, now, now, text))
+                elif now - state.last_sent_at >= repeat:
+                    await self.post(f"Reminder: {text}")
+                    await self._store.save_alert(AlertState(key, True, state.since, now, text))
+            elif state is not None and state.active:
+                await self.post(recovered)
+                await self._store.save_alert(AlertState(key, False, now, now, ""))
 
     async def post(self, html_text: str) -> None:
         """Post into the Alerts topic, making it first if needed."""
@@ -174,6 +190,15 @@ class Alerts:
         try:
             await self._topics.notify(topic_id, html_text)
         except BadRequest as exc:
+            if is_topic_closed(exc):
+                # Someone closed the Alerts topic; an alert nobody can see is no alert.
+                log.info("the Alerts topic %d was closed; reopening", topic_id)
+                chat_id = self._topics._chat_id
+                await self._topics.call(
+                    lambda: self._topics.bot.reopen_forum_topic(chat_id, topic_id)
+                )
+                await self._topics.notify(topic_id, html_text)
+                return
             if not is_topic_gone(exc) or self._settings.topic_id is not None:
                 raise
             await self._store.set_fact(ALERTS_TOPIC_FACT, None)
@@ -190,6 +215,11 @@ class Alerts:
         await self._store.set_fact(ALERTS_TOPIC_FACT, str(topic_id))
         log.info("created the Alerts topic %d", topic_id)
         return topic_id
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the alerts watch died", exc_info=task.exception())
 
 
 def _expiry_text(field: str, expires: date, days: int) -> str:

@@ -166,10 +166,18 @@ class Bridge:
             store,
             workers_running=lambda: all(w.running for w in self._workers),
             stuck_after=s.alerts.stuck_after_minutes * 60,
+            clock=self._clock,
         )
         health.last_callback_at = lambda: intake.last_callback_at
         self.alerts = alerts = Alerts(
-            store, topics, self._nusasms, health, settings=s.alerts, tz=tz, clock=self._clock
+            store,
+            topics,
+            self._nusasms,
+            health,
+            settings=s.alerts,
+            tz=tz,
+            clock=self._clock,
+            metrics=metrics,
         )
 
         def record_balance(credit: Credit) -> None:
@@ -355,12 +363,10 @@ class Bridge:
                     await self._telegram.updater.stop()
                 await self._telegram.stop()
             self._polling = False
-        workers = [w.stop(grace=SHUTDOWN_GRACE_SECONDS) for w in (self._relay, self._outbox) if w]
-        await asyncio.gather(*workers)
-        self._relay = self._outbox = None
-        if self._feedback is not None:
-            await self._feedback.stop()
-            self._feedback = None
+        # Relay and outbox give posts in flight a grace period; the others just stop.
+        await asyncio.gather(*(w.stop() for w in self._workers))
+        self._workers = []
+        self._relay = self._outbox = self._feedback = None
         if self._telegram is not None:
             if self._telegram_ready:
                 with contextlib.suppress(TelegramError, RuntimeError):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.config import ConfigError, Settings, load_settings
-from bridge.logs import setup_logging
+from bridge.logs import Redactor, setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,8 +52,11 @@ async def _check(settings: Settings) -> int:
     from bridge.preflight import checklist
 
     results = await checklist(settings)
+    # A detail may quote what a server answered, e.g. a proxy's error page echoing the
+    # request URL, which holds the bot token: the checklist is redacted like a log line.
+    redact = Redactor(settings.secrets()).redact
     for result in results:
-        print(f"{'✔' if result.ok else '✘'} {result.name}: {result.detail}")
+        print(redact(f"{'✔' if result.ok else '✘'} {result.name}: {result.detail}"))
         if not result.ok and result.fix:
             print(f"    fix: {result.fix}")
     failed = sum(not r.ok for r in results)

@@ -50,13 +50,22 @@ def format_balance(credit: Credit, *, read_at: float | None, tz: tzinfo) -> str:
     lines = ["<b>NusaSMS balance</b>"]
     expiries = credit.expiry_dates()
     for field, value in sorted(credit.numeric_fields().items()):
-        prefix = field.removesuffix("_balance")
-        expiry = expiries.get(f"{prefix}_expired_date")
+        expiry = expiries.pop(f"{field.removesuffix('_balance')}_expired_date", None)
         until = f" (until {expiry:%d %b %Y})" if expiry else ""
-        lines.append(f"• {html.escape(field)}: <b>{value:,.0f}</b>{until}")
+        lines.append(f"• {html.escape(field)}: <b>{_amount(value)}</b>{until}")
+    # A date whose balance is blank is still a date someone must act on.
+    for field, expiry in sorted(expiries.items()):
+        lines.append(f"• {html.escape(field)}: until {expiry:%d %b %Y}")
     if read_at is not None:
         lines.append(f"<i>read {_local(read_at, tz)}</i>")
     return "\n".join(lines)
+
+
+def _amount(value: float) -> str:
+    """A balance with thousands separators; cents only when there are any (never rounded)."""
+    if value.is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".") if round(value, 2) == value else f"{value:,}"
 
 
 def _local(moment: float, tz: tzinfo) -> str:

@@ -234,7 +234,8 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        # PyYAML quotes the broken line, which may hold a secret: say where, not what.
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -250,6 +251,17 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(path, err) for err in exc.errors())) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    parts = [
+        f"{text} (line {mark.line + 1}, column {mark.column + 1})"
+        for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark))
+        if text and mark is not None
+    ]
+    return "; ".join(parts) or type(exc).__name__
 
 
 def _describe(path: Path, err: Any) -> str:

@@ -11,6 +11,10 @@ from datetime import UTC, datetime
 
 # A bot token in any URL or message: "<digits>:<35 or so url-safe characters>".
 _BOT_TOKEN = re.compile(r"\b\d{4,}:[A-Za-z0-9_-]{20,}")
+# The secret segment of a callback URL, whatever its spelling: aiohttp's access log writes
+# the path as the client sent it, so a percent-encoded secret would slip past a plain
+# replace, and a wrong secret may be a near miss of the real one (or the previous one).
+_CALLBACK_PATH = re.compile(r"(/callbacks/)[^/\s?#\"']+")
 REDACTED = "***"
 
 
@@ -25,6 +29,7 @@ class Redactor(logging.Filter):
         """`text` with secrets replaced."""
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
+        text = _CALLBACK_PATH.sub(rf"\g<1>{REDACTED}", text)
         return _BOT_TOKEN.sub(REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 
-from bridge.store import Store, StoreError
-from bridge.topics import Topics
+from bridge.store import Room, Store, StoreError
+from bridge.topics import Topics, is_topic_closed, is_topic_gone
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class WindowReminders:
     def start(self) -> None:
         """Start the loop."""
         self._task = asyncio.create_task(self._run(), name="window-reminders")
+        self._task.add_done_callback(_log_death)
 
     async def stop(self) -> None:
         """Stop the loop."""
@@ -66,6 +67,8 @@ class WindowReminders:
                 await self.check()
             except (TelegramError, StoreError, sqlite3.Error) as exc:
                 log.warning("window reminders not posted yet: %s", exc)
+            except Exception:  # a bug must not end the reminders for good
+                log.exception("window reminders failed unexpectedly")
             await asyncio.sleep(CHECK_SECONDS)
 
     async def check(self) -> int:
@@ -76,27 +79,46 @@ class WindowReminders:
             now - self._window, now - self._window + self._warn
         ):
             closes = room.last_inbox_at + self._window
-            assert room.topic_id is not None
-            await self._topics.notify(
-                room.topic_id,
+            if await self._notify(
+                room,
                 f"⏳ The customer's message is unanswered and the reply window closes at "
                 f"{self._local(closes)} (in {max(0, (closes - now) / 60):.0f} min).",
-            )
+            ):
+                posted += 1
             await self._store.window_noted(room.room_id, "reminded_for", room.last_inbox_at)
-            posted += 1
         closed = await self._store.rooms_just_closed(
             now - self._window - CLOSED_NOTICE_HORIZON_SECONDS, now - self._window
         )
         for room in closed:
-            assert room.topic_id is not None
-            await self._topics.notify(
-                room.topic_id,
+            if await self._notify(
+                room,
                 f"🔒 The reply window closed at {self._local(room.last_inbox_at + self._window)}. "
                 "Replies are refused until the customer writes again.",
-            )
+            ):
+                posted += 1
             await self._store.window_noted(room.room_id, "closed_notice_for", room.last_inbox_at)
-            posted += 1
         return posted
+
+    async def _notify(self, room: Room, html: str) -> bool:
+        """Post into the room's topic; False if an operator closed or deleted the topic.
+
+        Such a room is passed over (and remembered as done), so it cannot hold up the
+        reminders of every other room; a closed topic is left closed on purpose.
+        """
+        assert room.topic_id is not None
+        try:
+            await self._topics.notify(room.topic_id, html)
+        except BadRequest as exc:
+            if not (is_topic_closed(exc) or is_topic_gone(exc)):
+                raise
+            log.info("no window notice for room %s: its topic is closed or gone", room.room_id)
+            return False
+        return True
 
     def _local(self, moment: float) -> str:
         return f"{datetime.fromtimestamp(moment, UTC).astimezone(self._tz):%d %b %H:%M}"
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the window reminders died", exc_info=task.exception())
