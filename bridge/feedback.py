@@ -121,9 +121,14 @@ class Feedback:
         room = await self._store.room(reply.room_id)
         if room is None or room.topic_id is None:
             return
-        await self._topics.notify(
-            room.topic_id,
-            notice,
-            reply_to=reply.operator_message_id,
-            markup=retry_markup(reply.id),
-        )
+        try:
+            await self._topics.notify(
+                room.topic_id,
+                notice,
+                reply_to=reply.operator_message_id,
+                markup=retry_markup(reply.id),
+            )
+        except (BadRequest, Forbidden) as exc:
+            # The topic was deleted (or the bot lost its rights): this notice can never be
+            # posted, and retrying it would hold up every later reply's state.
+            log.warning("cannot post the notice of reply %d: %s", reply.id, exc)

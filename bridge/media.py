@@ -59,6 +59,16 @@ class MediaLibrary:
             return None
         return media
 
+    async def withdraw(self, url: str) -> None:
+        """Unpublish a file at once: the request that carried its link was refused."""
+        token = url.rsplit("/", 1)[-1]
+        media = await self._store.media(token) if _TOKEN.match(token) else None
+        if media is None:
+            return
+        await self._store.forget_media([token])
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(Path(media.path).unlink)
+
     async def purge(self) -> int:
         """Delete expired files; returns how many."""
         expired = await self._store.expired_media(self._clock())

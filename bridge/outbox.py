@@ -2,8 +2,9 @@
 
 A reply is committed before it is sent and marked `sending` while its request is in
 flight. What cannot have reached NusaSMS (no connection, 429, 502/503/504) is retried with
-backoff; what may have reached it (a read timeout, a 500, a crash mid-request) is never
-resent blindly: it becomes `unknown` and the operator decides with a Retry button.
+backoff for as long as the reply window is open; what may have reached it (a read timeout,
+a 500, a crash mid-request) is never resent blindly: it becomes `unknown` and the operator
+decides with a Retry button.
 The same worker applies delivery statuses, which only ever move forward.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import sqlite3
@@ -24,6 +26,7 @@ from bridge.nusasms import (
     MessageStatus,
     NusaSMSClient,
     NusaSMSError,
+    NusaSMSResponseError,
     NusaSMSServerError,
     NusaSMSTimeoutError,
     ReplyFile,
@@ -34,8 +37,6 @@ from bridge.store import Reply, Store, StoreError
 
 log = logging.getLogger(__name__)
 
-# Retry-safe failures (nothing reached NusaSMS) are retried this often before giving up.
-MAX_SAFE_ATTEMPTS = 8
 IDLE_POLL_SECONDS = 30.0
 MEDIA_PURGE_SECONDS = 3600.0
 
@@ -103,6 +104,8 @@ class Outbox:
         self._rng = rng
         self._wake = asyncio.Event()
         self._busy: dict[str, asyncio.Task[None]] = {}
+        # Replies whose request may have reached NusaSMS in the current attempt.
+        self._requested: set[int] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
         self.last_error: str | None = None
@@ -121,7 +124,7 @@ class Outbox:
         self._task = asyncio.create_task(self._run(), name="outbox")
         self._task.add_done_callback(_log_death)
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, grace: float = 3.0) -> None:
         """Stop; requests in flight get `grace` seconds to finish."""
         if self._task is not None:
             self._task.cancel()
@@ -176,7 +179,8 @@ class Outbox:
                     self._spawn(reply)
         if len(self._busy) >= self._concurrency:
             return None
-        next_at = await self._store.next_reply_attempt_at()
+        # A busy room's next reply waits for the one in flight, whose end wakes the loop.
+        next_at = await self._store.next_reply_attempt_at(self._busy.keys())
         if next_at is None:
             return IDLE_POLL_SECONDS
         return min(IDLE_POLL_SECONDS, max(0.0, next_at - self._clock()))
@@ -196,10 +200,23 @@ class Outbox:
             await self._send(reply)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("unexpected error sending reply %d", reply.id)
             with contextlib.suppress(StoreError):
-                await self._retry_later(reply, "internal error")
+                if reply.id in self._requested:
+                    # NusaSMS may have it (e.g. accepted, but the database refused to record
+                    # that): never resend blindly, let the operator decide.
+                    await self._store.update_reply(
+                        reply.id,
+                        state="unknown",
+                        display="unknown",
+                        error=f"internal error after sending it: {type(exc).__name__}",
+                    )
+                    self._on_changed()
+                else:
+                    await self._retry_later(reply, "internal error")
+        finally:
+            self._requested.discard(reply.id)
 
     async def _send(self, reply: Reply) -> None:
         room = await self._store.room(reply.room_id)
@@ -223,6 +240,7 @@ class Outbox:
             await self._retry_later(reply, f"cannot fetch the file from Telegram: {exc}")
             return
         await self._store.update_reply(reply.id, state="sending", attempts=reply.attempts + 1)
+        self._requested.add(reply.id)
         started = time.perf_counter()
         try:
             ref_no = await self._client.send_reply(
@@ -234,6 +252,12 @@ class Outbox:
             )
         except NusaSMSError as exc:
             self._metrics.api_errors.labels("nusasms", type(exc).__name__).inc()
+            if file_url is not None and self._media is not None and _refused_outright(exc):
+                # Every attempt publishes a fresh copy; one NusaSMS never took is not kept
+                # (an outage retried for hours would otherwise fill the disk). Best effort:
+                # what stays behind expires anyway.
+                with contextlib.suppress(StoreError, OSError):
+                    await self._media.withdraw(file_url)
             await self._refused(reply, exc)
             return
         finally:
@@ -265,12 +289,11 @@ class Outbox:
         reason = exc.reason()
         self.last_error = f"{type(exc).__name__}: {exc}"
         if exc.retry_safe:
-            if reply.attempts + 1 >= MAX_SAFE_ATTEMPTS:
-                await self._fail(reply, f"NusaSMS kept failing ({reason})")
-            else:
-                await self._retry_later(reply, reason, attempts=reply.attempts + 1)
+            # However long NusaSMS is away, the reply waits (and the ones behind it): the
+            # reply window, checked before every attempt, is what ends the waiting.
+            await self._retry_later(reply, reason, attempts=reply.attempts + 1)
             return
-        if isinstance(exc, NusaSMSTimeoutError | NusaSMSServerError):
+        if not _refused_outright(exc):
             log.warning("reply %d: outcome unknown (%s)", reply.id, exc)
             await self._store.update_reply(
                 reply.id, state="unknown", display="unknown", error=reason
@@ -317,6 +340,29 @@ class Outbox:
         await self._store.apply_statuses([e.event_id for e in pending], changes)
         if changes:
             self._on_changed()
+
+
+def _refused_outright(exc: NusaSMSError) -> bool:
+    """NusaSMS did not take the request (so it will never fetch the file it links to).
+
+    Otherwise it may have: no answer, a 5xx, or a 2xx whose body we cannot read (without an
+    explicit `"error": true`, a 2xx means the API took it).
+    """
+    if exc.retry_safe:
+        return True
+    if isinstance(exc, NusaSMSTimeoutError | NusaSMSServerError):
+        return False
+    if isinstance(exc, NusaSMSResponseError) and exc.status is not None and exc.status < 300:
+        return _says_error(exc.body)
+    return True
+
+
+def _says_error(body: str | None) -> bool:
+    try:
+        parsed = json.loads(body or "")
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("error") is True
 
 
 def _log_death(task: asyncio.Task[None]) -> None:

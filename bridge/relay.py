@@ -86,7 +86,7 @@ class Relay:
         self._loop_task = asyncio.create_task(self._run(), name="relay")
         self._loop_task.add_done_callback(_log_death)
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, grace: float = 3.0) -> None:
         """Stop taking new work; let posts in flight finish for up to `grace` seconds."""
         if self._loop_task is not None:
             self._loop_task.cancel()
@@ -136,7 +136,7 @@ class Relay:
     async def _idle_timeout(self) -> float | None:
         if len(self._busy) >= self._concurrency:
             return None  # a finishing room wakes us
-        next_at = await self._store.next_attempt_at()
+        next_at = await self._store.next_attempt_at(self._busy.keys())
         if next_at is None:
             return IDLE_POLL_SECONDS
         return min(IDLE_POLL_SECONDS, max(0.0, next_at - self._clock()))

@@ -22,7 +22,7 @@ from bridge import markup
 from bridge.feedback import RETRY_PREFIX
 from bridge.nusasms import ReplyMessageType
 from bridge.outbox import AttachmentRefused, AttachmentUnavailable
-from bridge.store import NewReply, Room, Store
+from bridge.store import NewReply, Room, Store, StoreError
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -184,10 +184,11 @@ class Replies:
         if room is None or room.topic_id is None:
             return
         text = message.text
-        if text is not None and (
-            text.startswith("/") or (self._note_prefix and text.startswith(self._note_prefix))
-        ):
-            return  # a command, or a note between operators
+        if text is not None and text.startswith("/"):
+            return  # a command
+        said = text if text is not None else message.caption
+        if self._note_prefix and said is not None and said.startswith(self._note_prefix):
+            return  # a note between operators (a captioned file is one too)
         attachment = attachment_of(message)
         if text is None and attachment is None:
             what = unsupported_kind(message)
@@ -233,7 +234,18 @@ class Replies:
                 attachment.file_name,
                 attachment.mime,
             )
-        reply_id = await self._store.add_reply(new, self._clock())
+        try:
+            reply_id = await self._store.add_reply(new, self._clock())
+        except StoreError as exc:
+            # Telegram will not deliver this update again: say so rather than lose it quietly.
+            log.error("cannot queue the reply to room %s: %s", room.room_id, exc)
+            await self._notice(
+                room,
+                message,
+                "⚠️ Not sent: the bridge could not store this message just now. "
+                "Please send it again.",
+            )
+            return
         if reply_id is not None:
             log.info("reply %d queued for room %s (%s)", reply_id, room.room_id, new.kind)
             self._on_queued()
@@ -243,6 +255,8 @@ class Replies:
         room = await self.room_of(message)
         if room is None or room.topic_id is None:
             return
+        if await self._store.reply_to_message(message.message_id) is None:
+            return  # a note, a command or a refused message: nothing reached the customer
         await self._notice(
             room,
             message,

@@ -427,13 +427,15 @@ class Store:
         )
         return [_room(r) for r in rows]
 
-    async def next_attempt_at(self) -> float | None:
-        """The earliest time a room in backoff may be tried again."""
+    async def next_attempt_at(self, busy_rooms: Iterable[str] = ()) -> float | None:
+        """The earliest time a waiting room not being served right now may be tried."""
         rows = await self._fetch(
             """
             SELECT min(next_attempt_at) FROM rooms
-            WHERE room_id IN (SELECT room_id FROM inbound WHERE posted_at IS NULL)
-            """
+            WHERE room_id IN (SELECT DISTINCT room_id FROM inbound WHERE posted_at IS NULL)
+              AND room_id NOT IN (SELECT value FROM json_each(?))
+            """,
+            (json.dumps(sorted(busy_rooms)),),
         )
         return rows[0][0] if rows else None
 
@@ -514,9 +516,7 @@ class Store:
             FROM inbound WHERE posted_at IS NULL
             """
         )
-        failing = await self._fetch(
-            "SELECT count(*) FROM rooms WHERE attempts > 0"
-        )
+        failing = await self._fetch("SELECT count(*) FROM rooms WHERE attempts > 0")
         waiting, rooms_waiting, oldest = rows[0]
         return QueueStats(waiting, rooms_waiting, oldest, failing[0][0])
 

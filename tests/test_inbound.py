@@ -350,3 +350,23 @@ async def test_database_newer_than_the_code_is_refused(settings: Settings, tmp_p
         db.execute("PRAGMA user_version = 999")
     with pytest.raises(SchemaTooNewError):
         await Store.open(settings.storage.path)
+
+
+async def test_relay_sleeps_while_a_slow_post_is_in_flight(
+    callbacks: Callbacks, telegram: FakeTelegram, bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await callbacks.inbox(inbox_body("ref-1", "pertama"))
+    await telegram.wait_for(lambda: len(telegram.messages) >= 2)
+    checks = 0
+    original = bridge.store.next_attempt_at
+
+    async def counted(*args: Any) -> float | None:
+        nonlocal checks
+        checks += 1
+        return await original(*args)
+
+    monkeypatch.setattr(bridge.store, "next_attempt_at", counted)
+    telegram.delay_next("sendMessage", 1.0)
+    await callbacks.inbox(inbox_body("ref-2", "lambat"))
+    await telegram.wait_for(lambda: any(m.plain_text == "lambat" for m in telegram.messages))
+    assert checks < 20  # a handful of wake-ups, not a spin
