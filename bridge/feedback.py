@@ -17,7 +17,7 @@ import sqlite3
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReactionTypeEmoji
 from telegram.error import BadRequest, Forbidden, TelegramError
 
-from bridge.relay import backoff_delay
+from bridge.pacing import backoff_delay
 from bridge.store import Reply, Store, StoreError
 from bridge.topics import Topics
 

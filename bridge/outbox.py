@@ -32,7 +32,7 @@ from bridge.nusasms import (
     ReplyFile,
     ReplyMessageType,
 )
-from bridge.relay import backoff_delay
+from bridge.pacing import backoff_delay
 from bridge.store import Reply, Store, StoreError
 
 log = logging.getLogger(__name__)

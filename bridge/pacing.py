@@ -1,4 +1,4 @@
-"""Telegram's message budget for one group, shared by every topic in it.
+"""Timing rules: Telegram's message budget for one group, and retry backoff.
 
 Telegram lets a bot post about 20 messages a minute into a group; beyond that it answers
 429 with `retry_after`. Every post passes through one `GroupBudget`, which keeps a sliding
@@ -11,8 +11,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+
+
+def backoff_delay(attempts: int, rng: Callable[[], float] = random.random) -> float:
+    """Delay before retry number `attempts + 1`: doubling, capped, jittered (50-100%)."""
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** min(attempts, 16))
+    return ceiling * (0.5 + rng() / 2)
 
 
 class Slot:

@@ -21,21 +21,14 @@ from telegram.error import TelegramError
 
 from bridge import render
 from bridge.metrics import Metrics
+from bridge.pacing import BACKOFF_BASE_SECONDS, backoff_delay
 from bridge.store import Room, Store, StoreError
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
 
-BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_MAX_SECONDS = 60.0
 # Without any wake-up the loop still looks at the queue this often.
 IDLE_POLL_SECONDS = 30.0
-
-
-def backoff_delay(attempts: int, rng: Callable[[], float] = random.random) -> float:
-    """Delay before retry number `attempts + 1`: doubling, capped, jittered (50-100%)."""
-    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** min(attempts, 16))
-    return ceiling * (0.5 + rng() / 2)
 
 
 class Relay:

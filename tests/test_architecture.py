@@ -1,0 +1,67 @@
+"""The import arrows the README draws, checked: dependencies point inward."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parent.parent / "bridge"
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def modules() -> dict[str, set[str]]:
+    return {
+        str(p.relative_to(PACKAGE.parent).with_suffix("")).replace("/", "."): imports_of(p)
+        for p in PACKAGE.rglob("*.py")
+    }
+
+
+def uses(imports: set[str], prefix: str) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for name in imports)
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("bridge.store", ["telegram", "aiohttp", "bridge.nusasms"]),
+        ("bridge.render", ["telegram", "aiohttp", "bridge"]),
+        ("bridge.pacing", ["telegram", "aiohttp", "bridge"]),
+        ("bridge.intake", ["telegram", "aiohttp"]),
+        ("bridge.outbox", ["telegram", "aiohttp.web"]),
+        ("bridge.media", ["telegram", "aiohttp"]),
+        ("bridge.markup", ["telegram.ext", "aiohttp", "bridge"]),
+    ],
+)
+def test_inner_modules_know_nothing_of_the_outside(module: str, forbidden: list[str]) -> None:
+    imports = modules()[module]
+    assert not [f for f in forbidden if uses(imports, f)]
+
+
+def test_the_nusasms_library_stands_alone() -> None:
+    for name, imports in modules().items():
+        if name.startswith("bridge.nusasms"):
+            outside = {
+                i for i in imports if uses({i}, "bridge") and not uses({i}, "bridge.nusasms")
+            }
+            assert not outside, name
+            assert not uses(imports, "telegram"), name
+
+
+def test_only_the_composition_root_sees_telegram_ext_and_only_server_and_root_aiohttp_web() -> None:
+    for name, imports in modules().items():
+        if uses(imports, "telegram.ext"):
+            assert name == "bridge.app", name
+        if uses(imports, "aiohttp"):
+            assert name in ("bridge.app", "bridge.server", "bridge.nusasms.client"), name
