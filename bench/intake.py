@@ -4,7 +4,7 @@ The reference is a bare aiohttp handler that parses the same JSON and answers 20
 same run, same client). The bridge answers 200 only once a callback is committed (WAL,
 synchronous=FULL). Afterwards every acknowledged ref_no must be in the database.
 
-    python -m bench.intake [--runs 3] [--seconds 10] [--clients 50]
+    python -m bench.intake [--runs 3] [--seconds 10] [--clients 50] [--log-level INFO]
 """
 
 from __future__ import annotations
@@ -45,9 +45,13 @@ async def bare_run(clients: int, seconds: float, run: int) -> tuple[float, float
     return result.throughput, result.p99_ms
 
 
-async def bridge_run(clients: int, seconds: float, run: int) -> tuple[float, float, int, int]:
+async def bridge_run(
+    clients: int, seconds: float, run: int, log_level: str
+) -> tuple[float, float, int, int]:
     async with environment() as (telegram, nusasms, workdir), aiohttp.ClientSession() as session:
-        bridge = BridgeProcess(telegram, nusasms, workdir)
+        bridge = BridgeProcess(
+            telegram, nusasms, workdir, overrides={"logging": {"level": log_level}}
+        )
         await bridge.start(session)
         try:
             result = await load(
@@ -69,12 +73,16 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=50)
+    # WARNING: no access log line per callback; INFO (the default config) logs each one.
+    parser.add_argument("--log-level", default="WARNING", choices=["INFO", "WARNING"])
     args = parser.parse_args()
     ratios, bridge_p99, bare_p99, bridge_tput, bare_tput = [], [], [], [], []
     lost = 0
     for run in range(args.runs):
         bare, bare_lat = await bare_run(args.clients, args.seconds, run)
-        durable, lat, acked, missing = await bridge_run(args.clients, args.seconds, run)
+        durable, lat, acked, missing = await bridge_run(
+            args.clients, args.seconds, run, args.log_level
+        )
         lost += missing
         ratios.append(durable / bare)
         bridge_p99.append(lat)

@@ -221,6 +221,7 @@ class Bridge:
                 metrics=metrics,
             ),
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+            access_log=logging.getLogger("aiohttp.access") if s.logging.access_log else None,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.server.host, s.server.port)

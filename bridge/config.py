@@ -190,6 +190,9 @@ class LoggingSettings(_Section):
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = Field(default=False, alias="json")
+    # One line per HTTP request (at INFO); at thousands of callbacks a second it costs a
+    # quarter of the intake throughput (see bench/RESULTS.md).
+    access_log: bool = True
 
 
 class Settings(_Section):

@@ -45,6 +45,16 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._callback_children: dict[tuple[str, str], Counter] = {}
+
+    def callback(self, kind: str, outcome: str) -> Counter:
+        """The callbacks counter for one kind and outcome (cached: it is on the hot path)."""
+        key = (kind, outcome)
+        child = self._callback_children.get(key)
+        if child is None:
+            child = self._callback_children[key] = self.callbacks.labels(kind, outcome)
+        return child
+
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)

@@ -6,7 +6,6 @@ intake reports the callback committed to the database.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -27,8 +26,6 @@ from bridge.store import StoreError
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-# NusaSMS retries a callback we fail; better a quick 503 than a request hanging on a lock.
-COMMIT_TIMEOUT_SECONDS = 10.0
 
 _Callback = TypeVar("_Callback", bound=BaseModel)
 _OK_BODY = b'{"ok": true}'
@@ -103,8 +100,7 @@ _OUTCOMES = {
 
 
 def _count(request: web.Request, kind: str, status: int) -> None:
-    outcome = _OUTCOMES.get(status, str(status))
-    request.app[METRICS_KEY].callbacks.labels(kind, outcome).inc()
+    request.app[METRICS_KEY].callback(kind, _OUTCOMES.get(status, str(status))).inc()
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -140,9 +136,8 @@ async def _accept(
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
         return _error(422, "body does not match the callback schema", detail=detail)
     try:
-        async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
-            await commit(callback)
-    except (StoreError, TimeoutError) as exc:
+        await commit(callback)
+    except StoreError as exc:
         log.error("callback not stored, answering 503: %s", exc)
         return _error(503, "cannot store the callback right now; retry later")
     return web.Response(body=_OK_BODY, content_type="application/json")

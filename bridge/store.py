@@ -134,6 +134,8 @@ MIGRATIONS: tuple[str, ...] = (
 
 # A batch bigger than this waits for the next commit; it bounds one transaction's latency.
 MAX_BATCH = 512
+# A callback waits at most about this long for its commit before it is answered 503.
+COMMIT_TIMEOUT_SECONDS = 10.0
 
 
 class StoreError(Exception):
@@ -295,7 +297,8 @@ class Store:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
-        self._pending: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._pending: list[_Pending] = []
+        self._has_pending = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self.batches = 0
 
@@ -329,8 +332,8 @@ class Store:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._committer
             self._committer = None
-        while not self._pending.empty():
-            pending = self._pending.get_nowait()
+        pending_items, self._pending = self._pending, []
+        for pending in pending_items:
             if not pending.done.done():
                 pending.done.set_exception(StoreError("database closed"))
         await self._reader.close()
@@ -343,17 +346,28 @@ class Store:
         if self._committer is None or self._committer.done():
             raise StoreError("database closed")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.put_nowait(_Pending(item, done))
+        self._pending.append(_Pending(item, done))
+        self._has_pending.set()
         await done
 
     async def _commit_loop(self) -> None:
         while True:
-            batch = [await self._pending.get()]
-            while len(batch) < MAX_BATCH and not self._pending.empty():
-                batch.append(self._pending.get_nowait())
+            await self._has_pending.wait()
+            # Everything that arrived while the previous commit ran goes into this one.
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            if not self._pending:
+                self._has_pending.clear()
             try:
-                await self._commit(batch)
-            except StoreError as error:
+                # One timer per batch, not per request: a stalled disk answers 503.
+                async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
+                    await self._commit(batch)
+            except asyncio.CancelledError:
+                for pending in batch:
+                    if not pending.done.done():
+                        pending.done.set_exception(StoreError("database closed"))
+                raise
+            except (StoreError, TimeoutError) as exc:
+                error = exc if isinstance(exc, StoreError) else StoreError("commit timed out")
                 log.error("commit of %d callbacks failed: %s", len(batch), error)
                 for pending in batch:
                     if not pending.done.done():

@@ -370,3 +370,23 @@ async def test_relay_sleeps_while_a_slow_post_is_in_flight(
     await callbacks.inbox(inbox_body("ref-2", "lambat"))
     await telegram.wait_for(lambda: any(m.plain_text == "lambat" for m in telegram.messages))
     assert checks < 20  # a handful of wake-ups, not a spin
+
+
+@pytest.mark.parametrize("access_log", [True, False])
+async def test_access_log_can_be_switched_off(
+    make_bridge: Any,
+    config_data: dict[str, Any],
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    access_log: bool,
+) -> None:
+    from bridge.config import load_settings
+    from tests.conftest import write_config
+
+    config_data["logging"] = {"access_log": access_log}
+    bridge = await make_bridge(load_settings(write_config(tmp_path, config_data), environ={}))
+    await Callbacks(f"http://127.0.0.1:{bridge.port}", http).inbox(inbox_body("ref-log"))
+    lines = [r for r in caplog.records if r.name == "aiohttp.access"]
+    assert bool(lines) == access_log
+    assert all("/callbacks/***/" in r.getMessage() for r in lines)
