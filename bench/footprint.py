@@ -1,6 +1,9 @@
 """Benchmark 4, footprint: resident memory and time to a healthy /healthz with 100,000 rooms
 and 1,000,000 stored messages in the database (all already posted, as after months of use).
 
+Reference, same run: the same bridge on an empty database, so the ratios say what months
+of history cost.
+
     python -m bench.footprint [--runs 3] [--rooms 100000] [--messages 1000000]
 """
 
@@ -49,10 +52,11 @@ async def build(db: Path, rooms: int, messages: int) -> None:
         )
 
 
-async def one_run(db_template: Path) -> tuple[float, float, float]:
+async def one_run(db_template: Path | None) -> tuple[float, float, float]:
     async with environment() as (telegram, nusasms, workdir), aiohttp.ClientSession() as session:
         bridge = BridgeProcess(telegram, nusasms, workdir)
-        bridge.db.write_bytes(db_template.read_bytes())
+        if db_template is not None:
+            bridge.db.write_bytes(db_template.read_bytes())
         ready = await bridge.start(session)
         assert bridge.process is not None
         idle = rss_mb(bridge.process.pid)
@@ -82,19 +86,25 @@ async def main() -> None:
             f"(built in {time.perf_counter() - started:.0f} s)",
             flush=True,
         )
-        readies, rsses = [], []
+        readies, rsses, ready_ratios, rss_ratios = [], [], [], []
         for run in range(args.runs):
+            empty_ready, empty_idle, empty_busy = await one_run(None)
             ready, idle, busy = await one_run(template)
+            empty_rss = max(empty_idle, empty_busy)
             readies.append(ready)
             rsses.append(max(idle, busy))
+            ready_ratios.append(ready / empty_ready)
+            rss_ratios.append(max(idle, busy) / empty_rss)
             print(
-                f"run {run + 1}: healthy after {ready:.2f} s, RSS {idle:.0f} MB idle, "
-                f"{busy:.0f} MB after /healthz and /metrics",
+                f"run {run + 1}: healthy after {ready:.2f} s (empty db {empty_ready:.2f} s), "
+                f"RSS {idle:.0f} MB idle, {busy:.0f} MB after /healthz and /metrics "
+                f"(empty db {empty_rss:.0f} MB)",
                 flush=True,
             )
     print(
-        f"median: ready in {median(readies):.2f} s (goal <= 3), "
-        f"RSS {median(rsses):.0f} MB (goal <= 100)"
+        f"median: ready in {median(readies):.2f} s (goal <= 3) = {median(ready_ratios):.2f}x "
+        f"the empty database; RSS {median(rsses):.0f} MB (goal <= 100) = "
+        f"{median(rss_ratios):.2f}x the empty database"
     )
 
 
