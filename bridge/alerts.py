@@ -165,6 +165,24 @@ class Alerts:
                 f"✅ Messages flow {where} again.",
             )
 
+    async def group_moved(self, new_chat_id: int) -> None:
+        """Telegram moved the group to a new id: nothing reaches it until the config says so."""
+        detail = (
+            f"the group now has id {new_chat_id}: set telegram.chat_id to {new_chat_id} "
+            "and restart the bridge"
+        )
+        log.error("Telegram: %s", detail)
+        self._health.telegram.set("rejected", detail)
+        if await self._store.fact("group_moved_to") == str(new_chat_id):
+            return  # said once already
+        try:
+            # The Alerts topic is in the old group; the new group's General topic is reachable.
+            await self._topics.bot.send_message(new_chat_id, f"⚠️ Bridge stopped posting: {detail}.")
+        except TelegramError as exc:
+            log.warning("cannot tell the moved group: %s", exc)
+            return
+        await self._store.set_fact("group_moved_to", str(new_chat_id))
+
     async def episode(self, key: str, active: bool, text: str, recovered: str) -> None:
         """Move one alert's episode: start, remind, or end it (posting as needed)."""
         # One episode step at a time: the watch loop and an operator's /balance may check at

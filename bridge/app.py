@@ -185,6 +185,7 @@ class Bridge:
                 metrics.balance.labels(field).set(value)
 
         alerts.on_balance = record_balance
+        topics.on_migrated = alerts.group_moved
         self._commands = Commands(
             store,
             topics,

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, RetryAfter
+from telegram.error import BadRequest, ChatMigrated, RetryAfter
 
 from bridge import render
 from bridge.pacing import GroupBudget
@@ -71,6 +71,8 @@ class Topics:
         self._tz = tz
         self._window_seconds = window_hours * 3600
         self._clock = clock
+        # Told when Telegram says the group now lives under another id.
+        self.on_migrated: Callable[[int], Awaitable[None]] = _ignore_migration
 
     async def post(self, room_id: str, html: str) -> Message:
         """Post `html` into the room's topic, making or repairing the topic as needed."""
@@ -182,6 +184,9 @@ class Topics:
             slot = await self._budget.acquire(counts=counts)
             try:
                 result = await request()
+            except ChatMigrated as exc:
+                await self.on_migrated(exc.new_chat_id)
+                raise
             except RetryAfter as exc:
                 self._budget.release(slot)
                 seconds = retry_after_seconds(exc)
@@ -196,3 +201,7 @@ class Topics:
             return await request()
         finally:
             self._budget.finish(slot)
+
+
+async def _ignore_migration(new_chat_id: int) -> None:
+    log.error("the group moved to id %d", new_chat_id)

@@ -390,3 +390,30 @@ async def test_access_log_can_be_switched_off(
     lines = [r for r in caplog.records if r.name == "aiohttp.access"]
     assert bool(lines) == access_log
     assert all("/callbacks/***/" in r.getMessage() for r in lines)
+
+
+async def test_group_changing_id_is_reported_and_the_new_group_told(
+    callbacks: Callbacks, telegram: FakeTelegram
+) -> None:
+    new_id = telegram.chat_id - 1
+    telegram.fail_next(
+        "createForumTopic",
+        400,
+        "Bad Request: group chat was upgraded to a supergroup chat",
+        migrate_to_chat_id=new_id,
+    )
+    await callbacks.inbox(inbox_body("ref-1", "halo"))
+
+    def told() -> list[str]:  # the fake knows one group only, so it refuses; the try counts
+        return [
+            str(c.params.get("text"))
+            for c in telegram.calls_of("sendMessage")
+            if c.params.get("chat_id") == new_id
+        ]
+
+    await telegram.wait_for(lambda: bool(told()))
+    assert f"set telegram.chat_id to {new_id}" in told()[0]
+    status, body = await callbacks.healthz()
+    assert status == 503
+    assert body["telegram"]["state"] == "rejected"
+    assert "telegram rejected" in body["problems"]

@@ -235,6 +235,7 @@ class _Failure:
     description: str
     retry_after: int | None
     remaining: int
+    migrate_to_chat_id: int | None = None
 
 
 @dataclass
@@ -247,16 +248,29 @@ class _Delay:
 class _ApiError(Exception):
     """An error answer of the Bot API."""
 
-    def __init__(self, status: int, description: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        description: str,
+        *,
+        retry_after: int | None = None,
+        migrate_to_chat_id: int | None = None,
+    ) -> None:
         super().__init__(description)
         self.status = status
         self.description = description
         self.retry_after = retry_after
+        self.migrate_to_chat_id = migrate_to_chat_id
 
     def body(self) -> JSON:
         body: JSON = {"ok": False, "error_code": self.status, "description": self.description}
+        parameters: JSON = {}
         if self.retry_after is not None:
-            body["parameters"] = {"retry_after": self.retry_after}
+            parameters["retry_after"] = self.retry_after
+        if self.migrate_to_chat_id is not None:
+            parameters["migrate_to_chat_id"] = self.migrate_to_chat_id
+        if parameters:
+            body["parameters"] = parameters
         return body
 
 
@@ -641,13 +655,17 @@ class FakeTelegram:
         *,
         retry_after: int | None = None,
         times: int = 1,
+        migrate_to_chat_id: int | None = None,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` with this error, unprocessed.
 
         ``method`` is matched case-insensitively; ``"*"`` matches any method except
-        getUpdates. With ``retry_after`` the body carries ``parameters.retry_after``.
+        getUpdates. With ``retry_after`` the body carries ``parameters.retry_after``, with
+        ``migrate_to_chat_id`` (the group was upgraded) ``parameters.migrate_to_chat_id``.
         """
-        self._failures.append(_Failure(method.lower(), status, description, retry_after, times))
+        self._failures.append(
+            _Failure(method.lower(), status, description, retry_after, times, migrate_to_chat_id)
+        )
 
     def delay_next(self, method: str, seconds: float, *, times: int = 1) -> None:
         """Process the next ``times`` calls of ``method`` normally but answer ``seconds`` late."""
@@ -810,7 +828,10 @@ class FakeTelegram:
                 if failure.remaining <= 0:
                     self._failures.remove(failure)
                 return _ApiError(
-                    failure.status, failure.description, retry_after=failure.retry_after
+                    failure.status,
+                    failure.description,
+                    retry_after=failure.retry_after,
+                    migrate_to_chat_id=failure.migrate_to_chat_id,
                 )
         return None
 
