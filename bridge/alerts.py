@@ -9,7 +9,6 @@ live in the database, so a restart neither repeats nor forgets them. Alerts go t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import logging
 import sqlite3
@@ -25,6 +24,7 @@ from bridge.metrics import Metrics
 from bridge.nusasms import Credit, NusaSMSAuthError, NusaSMSClient, NusaSMSError
 from bridge.store import AlertState, Store, StoreError
 from bridge.topics import Topics, is_topic_closed, is_topic_gone
+from bridge.workers import Worker
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,10 @@ ALERTS_TOPIC_NAME = "🔔 Alerts"
 QUEUE_CHECK_SECONDS = 60.0
 
 
-class Alerts:
+class Alerts(Worker):
     """Owns the balance watch and the alert episodes."""
+
+    name = "alerts"
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class Alerts:
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
     ) -> None:
+        super().__init__()
         self._store = store
         self._topics = topics
         self._client = client
@@ -56,28 +59,10 @@ class Alerts:
         self._tz = tz
         self._clock = clock
         self._metrics = metrics or Metrics()
-        self._task: asyncio.Task[None] | None = None
         self._episodes = asyncio.Lock()
         self.last_balance: Credit | None = None
         self.last_balance_at: float | None = None
         self.on_balance: Callable[[Credit], None] = lambda _: None
-
-    @property
-    def running(self) -> bool:
-        """The watch loop is alive."""
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> None:
-        """Start watching."""
-        self._task = asyncio.create_task(self._run(), name="alerts")
-        self._task.add_done_callback(_log_death)
-
-    async def stop(self) -> None:
-        """Stop watching."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         next_balance = 0.0
@@ -233,11 +218,6 @@ class Alerts:
         await self._store.set_fact(ALERTS_TOPIC_FACT, str(topic_id))
         log.info("created the Alerts topic %d", topic_id)
         return topic_id
-
-
-def _log_death(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the alerts watch died", exc_info=task.exception())
 
 
 def _expiry_text(field: str, expires: date, days: int) -> str:

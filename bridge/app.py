@@ -13,7 +13,6 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from aiohttp import web
 from telegram import BotCommandScopeChat, Update
@@ -39,17 +38,9 @@ from bridge.replies import Replies, fetch_file
 from bridge.server import build_app
 from bridge.store import Store
 from bridge.topics import Topics
+from bridge.workers import Worker
 
 log = logging.getLogger(__name__)
-
-
-class Worker(Protocol):
-    """A background loop with an owner: started after the server, stopped before the DB."""
-
-    @property
-    def running(self) -> bool: ...
-    def start(self) -> None: ...
-    async def stop(self) -> None: ...
 
 
 # A first check that takes longer than this lets the bridge start and retry in the background.

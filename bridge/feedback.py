@@ -8,8 +8,6 @@ lost when Telegram is down: it is shown once Telegram answers again.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import html
 import logging
 import sqlite3
@@ -20,6 +18,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 from bridge.pacing import backoff_delay
 from bridge.store import Reply, Store, StoreError
 from bridge.topics import Topics
+from bridge.workers import Worker
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +53,20 @@ def notice_html(reply: Reply) -> str | None:
     return None
 
 
-class Feedback:
+class Feedback(Worker):
     """Owns the worker that reflects reply states onto operators' messages."""
 
+    name = "feedback"
+
     def __init__(self, store: Store, topics: Topics, *, chat_id: int) -> None:
+        super().__init__()
         self._store = store
         self._topics = topics
         self._chat_id = chat_id
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._failures = 0
-
-    def wake(self) -> None:
-        """A reply changed state."""
-        self._wake.set()
-
-    @property
-    def running(self) -> bool:
-        """The worker loop is alive."""
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> None:
-        """Start the worker loop."""
-        self._task = asyncio.create_task(self._run(), name="feedback")
-
-    async def stop(self) -> None:
-        """Stop the worker loop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         while True:
-            self._wake.clear()
             timeout: float | None = IDLE_POLL_SECONDS
             try:
                 for reply in await self._store.feedback_due(50):
@@ -98,9 +77,7 @@ class Feedback:
                 timeout = backoff_delay(self._failures)
                 self._failures += 1
                 log.warning("cannot show reply states yet (%s); again in %.1f s", exc, timeout)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+            await self._doze(timeout)
 
     async def _show(self, reply: Reply) -> None:
         emoji = REACTIONS.get(reply.display)

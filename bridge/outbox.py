@@ -34,6 +34,7 @@ from bridge.nusasms import (
 )
 from bridge.pacing import backoff_delay
 from bridge.store import Reply, Store, StoreError
+from bridge.workers import RoomWorker
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ def status_rank(status: str | None) -> int:
         return -1
 
 
-class Outbox:
-    """Owns the outbound worker task."""
+class Outbox(RoomWorker):
+    """Owns the outbound worker: sends queued replies through NusaSMS, applies statuses."""
+
+    name = "outbox"
 
     def __init__(
         self,
@@ -91,6 +94,7 @@ class Outbox:
         rng: Callable[[], float] = random.random,
         metrics: Metrics | None = None,
     ) -> None:
+        super().__init__(concurrency)
         self._store = store
         self._client = client
         self._metrics = metrics or Metrics()
@@ -99,48 +103,16 @@ class Outbox:
         self._window_seconds = window_seconds
         self._tz = tz
         self._on_changed = on_changed
-        self._concurrency = concurrency
         self._clock = clock
         self._rng = rng
-        self._wake = asyncio.Event()
-        self._busy: dict[str, asyncio.Task[None]] = {}
         # Replies whose request may have reached NusaSMS in the current attempt.
         self._requested: set[int] = set()
-        self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
         self.last_error: str | None = None
-
-    def wake(self) -> None:
-        """A reply or a status arrived: look now."""
-        self._wake.set()
-
-    @property
-    def running(self) -> bool:
-        """The worker loop is alive."""
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> None:
-        """Start the worker loop."""
-        self._task = asyncio.create_task(self._run(), name="outbox")
-        self._task.add_done_callback(_log_death)
-
-    async def stop(self, grace: float = 3.0) -> None:
-        """Stop; requests in flight get `grace` seconds to finish."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        in_flight = list(self._busy.values())
-        if in_flight:
-            _, late = await asyncio.wait(in_flight, timeout=grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
 
     async def _run(self) -> None:
         await self._recover()
         while True:
-            self._wake.clear()
             try:
                 await self._apply_statuses()
                 timeout = await self._schedule()
@@ -153,9 +125,7 @@ class Outbox:
             except (StoreError, sqlite3.Error, OSError) as exc:
                 log.error("outbox cannot read its queue: %s", exc)
                 timeout = 1.0
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+            await self._doze(timeout)
 
     async def _recover(self) -> None:
         """A reply left `sending` by a crash may or may not have reached NusaSMS."""
@@ -170,30 +140,19 @@ class Outbox:
         self._on_changed()
 
     async def _schedule(self) -> float | None:
-        if len(self._busy) < self._concurrency:
+        if self.free_turns:
             due = await self._store.due_replies(self._clock(), self._concurrency + len(self._busy))
             for reply in due:
-                if len(self._busy) >= self._concurrency:
+                if not self.free_turns:
                     break
-                if reply.room_id not in self._busy:
-                    self._spawn(reply)
-        if len(self._busy) >= self._concurrency:
+                self._serve(reply.room_id, self._send_guarded(reply))
+        if not self.free_turns:
             return None
         # A busy room's next reply waits for the one in flight, whose end wakes the loop.
         next_at = await self._store.next_reply_attempt_at(self._busy.keys())
         if next_at is None:
             return IDLE_POLL_SECONDS
         return min(IDLE_POLL_SECONDS, max(0.0, next_at - self._clock()))
-
-    def _spawn(self, reply: Reply) -> None:
-        task = asyncio.create_task(self._send_guarded(reply), name=f"outbox-{reply.id}")
-        self._busy[reply.room_id] = task
-
-        def finished(_: asyncio.Task[None]) -> None:
-            self._busy.pop(reply.room_id, None)
-            self._wake.set()
-
-        task.add_done_callback(finished)
 
     async def _send_guarded(self, reply: Reply) -> None:
         try:
@@ -363,8 +322,3 @@ def _says_error(body: str | None) -> bool:
     except ValueError:
         return False
     return isinstance(parsed, dict) and parsed.get("error") is True
-
-
-def _log_death(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the outbox worker died", exc_info=task.exception())

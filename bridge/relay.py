@@ -9,7 +9,6 @@ its messages stay queued, in order, until Telegram takes them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import sqlite3
@@ -24,6 +23,7 @@ from bridge.metrics import Metrics
 from bridge.pacing import BACKOFF_BASE_SECONDS, backoff_delay
 from bridge.store import Room, Store, StoreError
 from bridge.topics import Topics
+from bridge.workers import RoomWorker
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 30.0
 
 
-class Relay:
-    """Owns the inbound worker task."""
+class Relay(RoomWorker):
+    """Owns the inbound worker: posts waiting customer messages into their topics."""
+
+    name = "relay"
 
     def __init__(
         self,
@@ -46,88 +48,41 @@ class Relay:
         rng: Callable[[], float] = random.random,
         metrics: Metrics | None = None,
     ) -> None:
+        super().__init__(concurrency)
         self._store = store
         self._topics = topics
         self._metrics = metrics or Metrics()
         self._tz = tz
-        self._concurrency = concurrency
         self._batch = batch
         self._clock = clock
         self._rng = rng
-        self._wake = asyncio.Event()
-        self._busy: dict[str, asyncio.Task[None]] = {}
-        self._loop_task: asyncio.Task[None] | None = None
         self._enabled = asyncio.Event()
         self.last_error: str | None = None
-
-    def wake(self) -> None:
-        """Something was queued (or became possible): look at the queue now."""
-        self._wake.set()
 
     def enable(self) -> None:
         """Telegram is reachable and set up: start posting."""
         self._enabled.set()
-        self._wake.set()
-
-    @property
-    def running(self) -> bool:
-        """The worker loop is alive."""
-        return self._loop_task is not None and not self._loop_task.done()
-
-    def start(self) -> None:
-        """Start the worker loop."""
-        self._loop_task = asyncio.create_task(self._run(), name="relay")
-        self._loop_task.add_done_callback(_log_death)
-
-    async def stop(self, grace: float = 3.0) -> None:
-        """Stop taking new work; let posts in flight finish for up to `grace` seconds."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-        in_flight = list(self._busy.values())
-        if in_flight:
-            _, late = await asyncio.wait(in_flight, timeout=grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        self.wake()
 
     async def _run(self) -> None:
         await self._enabled.wait()
         while True:
-            self._wake.clear()
             try:
                 timeout = await self._schedule()
             except (StoreError, sqlite3.Error) as exc:
                 log.error("cannot read the queue: %s", exc)
                 timeout = BACKOFF_BASE_SECONDS
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+            await self._doze(timeout)
 
     async def _schedule(self) -> float | None:
         """Start turns for due rooms; return how long to sleep unless woken."""
-        if len(self._busy) < self._concurrency:
+        if self.free_turns:
             rooms = await self._store.due_rooms(self._clock(), self._concurrency + len(self._busy))
             for room in rooms:
-                if len(self._busy) >= self._concurrency:
+                if not self.free_turns:
                     break
-                if room.room_id not in self._busy:
-                    self._spawn(room)
-        return await self._idle_timeout()
-
-    def _spawn(self, room: Room) -> None:
-        task = asyncio.create_task(self._turn(room), name=f"relay-room-{room.room_id}")
-        self._busy[room.room_id] = task
-
-        def finished(_: asyncio.Task[None]) -> None:
-            self._busy.pop(room.room_id, None)
-            self._wake.set()
-
-        task.add_done_callback(finished)
-
-    async def _idle_timeout(self) -> float | None:
-        if len(self._busy) >= self._concurrency:
+                self._serve(room.room_id, self._turn(room))
+        if not self.free_turns:
             return None  # a finishing room wakes us
         next_at = await self._store.next_attempt_at(self._busy.keys())
         if next_at is None:
@@ -188,8 +143,3 @@ class Relay:
             await self._store.room_failed(room.room_id, self._clock() + delay, reason)
         except StoreError:
             log.exception("could not record the failure of room %s", room.room_id)
-
-
-def _log_death(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the relay worker died", exc_info=task.exception())

@@ -4,7 +4,6 @@ when it has closed. What was said is remembered per customer message, across res
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
@@ -15,6 +14,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bridge.store import Room, Store, StoreError
 from bridge.topics import Topics, is_topic_closed, is_topic_gone
+from bridge.workers import Worker
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,10 @@ CHECK_SECONDS = 30.0
 CLOSED_NOTICE_HORIZON_SECONDS = 3600.0
 
 
-class WindowReminders:
+class WindowReminders(Worker):
     """Owns the loop that posts window reminders and closed-window notices."""
+
+    name = "window-reminders"
 
     def __init__(
         self,
@@ -36,30 +38,13 @@ class WindowReminders:
         tz: tzinfo,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self._store = store
         self._topics = topics
         self._window = window_seconds
         self._warn = min(warn_seconds, window_seconds)
         self._tz = tz
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def running(self) -> bool:
-        """The loop is alive."""
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> None:
-        """Start the loop."""
-        self._task = asyncio.create_task(self._run(), name="window-reminders")
-        self._task.add_done_callback(_log_death)
-
-    async def stop(self) -> None:
-        """Stop the loop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         while True:
@@ -117,8 +102,3 @@ class WindowReminders:
 
     def _local(self, moment: float) -> str:
         return f"{datetime.fromtimestamp(moment, UTC).astimezone(self._tz):%d %b %H:%M}"
-
-
-def _log_death(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the window reminders died", exc_info=task.exception())

@@ -58,6 +58,17 @@ class Attachment:
     size: int | None
 
 
+# Media kinds in the order they are checked: a GIF arrives as both animation and
+# document, and is a (silent) video for WhatsApp. (attribute, type, default name, mime)
+_MEDIA: tuple[tuple[str, ReplyMessageType, str, str], ...] = (
+    ("animation", ReplyMessageType.VIDEO, "animation.mp4", "video/mp4"),
+    ("video", ReplyMessageType.VIDEO, "video.mp4", "video/mp4"),
+    ("voice", ReplyMessageType.VOICE, "voice.ogg", "audio/ogg"),
+    ("audio", ReplyMessageType.AUDIO, "audio.mp3", "audio/mpeg"),
+    ("document", ReplyMessageType.DOCUMENT, "document", "application/octet-stream"),
+)
+
+
 def attachment_of(message: Message) -> Attachment | None:
     """The media of a message, mapped to the reply endpoint's types."""
     if message.photo:
@@ -65,52 +76,16 @@ def attachment_of(message: Message) -> Attachment | None:
         return Attachment(
             ReplyMessageType.IMAGE, photo.file_id, "photo.jpg", "image/jpeg", photo.file_size
         )
-    # A GIF arrives as both animation and document: it is a (silent) video for WhatsApp.
-    if message.animation:
-        a = message.animation
-        return Attachment(
-            ReplyMessageType.VIDEO,
-            a.file_id,
-            a.file_name or "animation.mp4",
-            a.mime_type or "video/mp4",
-            a.file_size,
-        )
-    if message.video:
-        v = message.video
-        return Attachment(
-            ReplyMessageType.VIDEO,
-            v.file_id,
-            v.file_name or "video.mp4",
-            v.mime_type or "video/mp4",
-            v.file_size,
-        )
-    if message.voice:
-        vo = message.voice
-        return Attachment(
-            ReplyMessageType.VOICE,
-            vo.file_id,
-            "voice.ogg",
-            vo.mime_type or "audio/ogg",
-            vo.file_size,
-        )
-    if message.audio:
-        au = message.audio
-        return Attachment(
-            ReplyMessageType.AUDIO,
-            au.file_id,
-            au.file_name or "audio.mp3",
-            au.mime_type or "audio/mpeg",
-            au.file_size,
-        )
-    if message.document:
-        d = message.document
-        return Attachment(
-            ReplyMessageType.DOCUMENT,
-            d.file_id,
-            d.file_name or "document",
-            d.mime_type or "application/octet-stream",
-            d.file_size,
-        )
+    for attribute, kind, default_name, default_mime in _MEDIA:
+        media = getattr(message, attribute)
+        if media:
+            return Attachment(
+                kind,
+                media.file_id,
+                getattr(media, "file_name", None) or default_name,
+                media.mime_type or default_mime,
+                media.file_size,
+            )
     return None
 
 
