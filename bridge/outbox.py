@@ -26,6 +26,7 @@ from bridge.nusasms import (
     MessageStatus,
     NusaSMSClient,
     NusaSMSError,
+    NusaSMSRateLimitError,
     NusaSMSResponseError,
     NusaSMSServerError,
     NusaSMSTimeoutError,
@@ -72,6 +73,13 @@ def status_rank(status: str | None) -> int:
         return MessageStatus(status).rank
     except ValueError:
         return -1
+
+
+def _retry_after(exc: NusaSMSError) -> float:
+    """What a 429 asked us to wait, if it said."""
+    if isinstance(exc, NusaSMSRateLimitError) and exc.retry_after is not None:
+        return exc.retry_after
+    return 0.0
 
 
 class Outbox(RoomWorker):
@@ -187,7 +195,7 @@ class Outbox(RoomWorker):
             when = datetime.fromtimestamp(closes_at, UTC).astimezone(self._tz)
             await self._fail(
                 reply,
-                f"the 24-hour reply window closed at {when:%d %b %H:%M} before it could be sent",
+                f"the reply window closed at {when:%d %b %H:%M} before it could be sent",
             )
             return
         try:
@@ -250,7 +258,9 @@ class Outbox(RoomWorker):
         if exc.retry_safe:
             # However long NusaSMS is away, the reply waits (and the ones behind it): the
             # reply window, checked before every attempt, is what ends the waiting.
-            await self._retry_later(reply, reason, attempts=reply.attempts + 1)
+            await self._retry_later(
+                reply, reason, attempts=reply.attempts + 1, at_least=_retry_after(exc)
+            )
             return
         if not _refused_outright(exc):
             log.warning("reply %d: outcome unknown (%s)", reply.id, exc)
@@ -262,9 +272,11 @@ class Outbox(RoomWorker):
             await self._store.update_reply(reply.id, state="failed", display="failed", error=reason)
         self._on_changed()
 
-    async def _retry_later(self, reply: Reply, reason: str, *, attempts: int | None = None) -> None:
+    async def _retry_later(
+        self, reply: Reply, reason: str, *, attempts: int | None = None, at_least: float = 0.0
+    ) -> None:
         attempts = reply.attempts if attempts is None else attempts
-        delay = backoff_delay(attempts, self._rng)
+        delay = max(backoff_delay(attempts, self._rng), at_least)
         log.warning("reply %d not sent (%s); retrying in %.1f s", reply.id, reason, delay)
         await self._store.update_reply(
             reply.id,

@@ -188,9 +188,9 @@ class Replies:
                 room,
                 message,
                 f"⏰ Not sent: the reply window closed at {when:%d %b %H:%M} "
-                f"({html.escape(str(self._tz))}). WhatsApp only allows free-form replies within "
-                "24 hours of the customer's last message; the customer has to write again "
-                "(or reach them with an approved template).",
+                f"({html.escape(str(self._tz))}). Free-form replies are only possible within "
+                f"{self._window_seconds / 3600:g} hours of the customer's last message; the "
+                "customer has to write again (or reach them with an approved template).",
             )
             return
         if attachment is None:

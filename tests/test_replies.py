@@ -729,6 +729,17 @@ async def test_503_is_retried_and_the_reply_goes_out_once(
     assert notices_on(telegram, mid) == []
 
 
+async def test_429_waits_as_long_as_nusasms_asks(
+    topic: int, telegram: FakeTelegram, nusasms: FakeNusaSMS
+) -> None:
+    # The bridge's own first backoff is 1-2 s; NusaSMS asks for 3.
+    nusasms.fail_next(REPLY, 429, headers={"Retry-After": "3"})
+    telegram.operator_message(thread_id=topic, text="pelan-pelan")
+    await nusasms.wait_for(lambda: len(nusasms.replies) == 1, timeout=10)
+    first, second = nusasms.calls_to(REPLY)
+    assert second.at - first.at >= 3.0
+
+
 async def test_422_is_shown_with_the_apis_reason_and_retry_sends_it(
     topic: int,
     telegram: FakeTelegram,
