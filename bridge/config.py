@@ -147,6 +147,9 @@ class ServerSettings(_Section):
     @field_validator("public_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        if "bridge.example.com" in value:
+            # NusaSMS fetches operators' files from here: a placeholder loses every file.
+            raise ValueError("is still the example value; put this server's public address here")
         return _http_url(value)
 
 

@@ -38,6 +38,7 @@ def test_example_config_documents_every_key_and_refuses_placeholders(tmp_path: P
     lines = str(raised.value).splitlines()
     assert any("nusasms.api_key" in line for line in lines)
     assert any("telegram.chat_id: is still the example value" in line for line in lines)
+    assert any("server.public_url: is still the example value" in line for line in lines)
     for line in example.read_text().splitlines():
         stripped = line.strip()
         if stripped and not stripped.startswith("#") and ":" in stripped:
