@@ -937,6 +937,27 @@ def head_waits(settings: Settings, attempts: int) -> bool:
     return head == [("queued", attempts)]
 
 
+async def clocked_room(
+    make_bridge: Any, settings: Settings, telegram: FakeTelegram, http: aiohttp.ClientSession
+) -> tuple[Bridge, Clock, Callbacks, int]:
+    """A bridge on a clock the test moves, and one room's topic."""
+    clock = Clock()
+    bridge = await make_bridge(settings, clock=clock)
+    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    return bridge, clock, callbacks, await open_room(callbacks, telegram)
+
+
+async def ride_out(
+    refusals: int, settings: Settings, telegram: FakeTelegram, clock: Clock, callbacks: Callbacks
+) -> None:
+    """Let the head reply be refused `refusals` times, moving the clock past each backoff."""
+    for attempt in range(1, refusals + 1):
+        await telegram.wait_for(functools.partial(head_waits, settings, attempt))
+        clock.offset += 2 * 60  # beyond any backoff
+        # Any callback wakes the worker, which then finds the reply due by its clock.
+        await callbacks.status(status_body(f"wake-{attempt}", "sent"))
+
+
 async def test_a_long_nusasms_outage_delays_replies_but_loses_none_and_keeps_order(
     make_bridge: Any,
     settings: Settings,
@@ -944,20 +965,13 @@ async def test_a_long_nusasms_outage_delays_replies_but_loses_none_and_keeps_ord
     nusasms: FakeNusaSMS,
     http: aiohttp.ClientSession,
 ) -> None:
-    clock = Clock()
-    bridge = await make_bridge(settings, clock=clock)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
-    topic = await open_room(callbacks, telegram)
-    outage = 12
+    _, clock, callbacks, topic = await clocked_room(make_bridge, settings, telegram, http)
+    outage = 12  # 24 minutes of outage in all
     nusasms.fail_next(REPLY, 503, times=outage)
     first = telegram.operator_message(thread_id=topic, text="sabar ya")
     telegram.operator_message(thread_id=topic, text="sebentar lagi")
 
-    for attempt in range(1, outage + 1):
-        await telegram.wait_for(functools.partial(head_waits, settings, attempt))
-        clock.offset += 2 * 60  # beyond any backoff: 24 minutes of outage in all
-        # Any callback wakes the worker, which then finds the reply due by its clock.
-        await callbacks.status(status_body(f"wake-{attempt}", "sent"))
+    await ride_out(outage, settings, telegram, clock, callbacks)
 
     await nusasms.wait_for(lambda: len(nusasms.replies) == 2)
     assert [r.text for r in nusasms.replies] == ["sabar ya", "sebentar lagi"]
@@ -989,18 +1003,12 @@ async def test_retrying_a_file_through_an_outage_keeps_one_copy_on_disk(
     nusasms: FakeNusaSMS,
     http: aiohttp.ClientSession,
 ) -> None:
-    clock = Clock()
-    bridge = await make_bridge(settings, clock=clock)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
-    topic = await open_room(callbacks, telegram)
+    bridge, clock, callbacks, topic = await clocked_room(make_bridge, settings, telegram, http)
     refusals = 4
     nusasms.fail_next(REPLY, 503, times=refusals)
     content = content_for("video")
     telegram.operator_message(thread_id=topic, extra=media_fields(telegram, "video", content))
-    for attempt in range(1, refusals + 1):
-        await telegram.wait_for(functools.partial(head_waits, settings, attempt))
-        clock.offset += 2 * 60
-        await callbacks.status(status_body(f"wake-{attempt}", "sent"))
+    await ride_out(refusals, settings, telegram, clock, callbacks)
     await nusasms.wait_for(lambda: len(nusasms.replies) == 1)
 
     [reply] = nusasms.replies

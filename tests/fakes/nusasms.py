@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import inspect
 import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+
+from tests.fakes._loopback import MAX_BODY, LoopbackServer
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -54,8 +54,6 @@ REPLY_TYPES = ("text", "image", "document", "video", "audio", "voice")
 
 # Handlers still running when the server goes down are cancelled after this long, which the
 # client sees as a dropped connection: the same as a real server dying mid-request.
-_SHUTDOWN_TIMEOUT = 0.05
-_MAX_BODY = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -141,13 +139,6 @@ def _relative(path: str) -> str:
     return path.removeprefix(PREFIX) or "/"
 
 
-def _describe(predicate: Callable[[], bool]) -> str:
-    try:
-        return inspect.getsource(predicate).strip()
-    except (OSError, TypeError):
-        return repr(predicate)
-
-
 async def fetch(url: str) -> bytes:
     """GET a URL (e.g. a reply's ``file_url``) and return the body; raises on HTTP errors."""
     async with (
@@ -158,10 +149,11 @@ async def fetch(url: str) -> bytes:
         return await response.read()
 
 
-class FakeNusaSMS:
+class FakeNusaSMS(LoopbackServer):
     """A NusaSMS API server with fault injection, recording what the client sent."""
 
     def __init__(self, *, api_key: str = DEFAULT_API_KEY) -> None:
+        super().__init__()
         self.api_key = api_key
         self.calls: list[Call] = []
         self.replies: list[Reply] = []
@@ -200,8 +192,6 @@ class FakeNusaSMS:
                 "created_at": "2024-01-01T00:00:00Z",
             }
         ]
-        self._port: int | None = None
-        self._runner: web.AppRunner | None = None
         self._failures: list[_Failure] = []
         self._delays: list[_Delay] = []
         self._ref_numbers = itertools.count(1)
@@ -217,54 +207,10 @@ class FakeNusaSMS:
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1, on an OS-chosen port the first time, the same one after."""
-        if self._runner is not None:
-            raise RuntimeError("FakeNusaSMS is already listening")
-        app = web.Application(client_max_size=_MAX_BODY)
+    def _build_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", PREFIX + "/{tail:.*}", self._dispatch)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, "127.0.0.1", self._port or 0).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._port = runner.addresses[0][1]
-        self._runner = runner
-
-    async def stop(self) -> None:
-        """Stop listening; safe to call twice or after go_down."""
-        await self.go_down()
-
-    async def go_down(self) -> None:
-        """Stop listening (connections are refused, open ones dropped) but keep all state."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def come_up(self) -> None:
-        """Listen again on the same port as before."""
-        await self.start()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        """The TCP port, fixed once the fake first started."""
-        if self._port is None:
-            raise RuntimeError("FakeNusaSMS has not been started")
-        return self._port
+        return app
 
     @property
     def base_url(self) -> str:
@@ -278,18 +224,9 @@ class FakeNusaSMS:
         return [c for c in self.calls if c.path == _relative(path)]
 
     # The timeout is part of the assertion, not a cancellation scope, hence ASYNC109.
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Poll ``predicate`` every 10 ms until it holds; AssertionError after ``timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            if loop.time() >= deadline:
-                recent = ", ".join(f"{c.method} {c.path}" for c in self.calls[-10:]) or "none"
-                raise AssertionError(
-                    f"FakeNusaSMS: condition not met within {timeout}s: {_describe(predicate)}\n"
-                    f"last calls: {recent}; {len(self.replies)} replies accepted"
-                )
-            await asyncio.sleep(0.01)
+    def _state(self) -> str:
+        recent = ", ".join(f"{c.method} {c.path}" for c in self.calls[-10:]) or "none"
+        return f"last calls: {recent}; {len(self.replies)} replies accepted"
 
     async def fetch(self, url: str) -> bytes:
         """GET a URL (e.g. a reply's ``file_url``) and return the body; raises on HTTP errors."""

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import itertools
 import json
 import math
@@ -51,12 +50,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from telegram.constants import ReactionEmoji
+
+from tests.fakes._loopback import MAX_BODY, LoopbackServer
 
 __all__ = [
     "DEFAULT_TOKEN",
@@ -74,8 +74,6 @@ DEFAULT_TOKEN = "123456:TEST-TOKEN"
 
 # Handlers still running when the server goes down are cancelled after this long, which the
 # client sees as a dropped connection: the same as a real server dying mid-request.
-_SHUTDOWN_TIMEOUT = 0.05
-_MAX_BODY = 64 * 1024 * 1024
 _MAX_TEXT = 4096
 _MAX_CAPTION = 1024
 _MAX_DOWNLOAD = 20 * 1024 * 1024
@@ -457,14 +455,7 @@ def _update_type(update: JSON) -> str:
     return next((key for key in update if key != "update_id"), "")
 
 
-def _describe(predicate: Callable[[], bool]) -> str:
-    try:
-        return inspect.getsource(predicate).strip()
-    except (OSError, TypeError):
-        return repr(predicate)
-
-
-class FakeTelegram:
+class FakeTelegram(LoopbackServer):
     """A Bot API server for one forum supergroup, with fault injection and an operator side."""
 
     def __init__(
@@ -478,6 +469,7 @@ class FakeTelegram:
         bot_id: int = 123456,
         bot_username: str = "bridge_test_bot",
     ) -> None:
+        super().__init__()
         self.token = token
         self.chat_id = chat_id
         self.chat_title = "Bridge Test Group"
@@ -497,8 +489,6 @@ class FakeTelegram:
         self.commands: dict[tuple[str, str], list[JSON]] = {}
         self.webhook_deleted = False
 
-        self._port: int | None = None
-        self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
 
         self._message_ids = itertools.count(100)
@@ -553,58 +543,18 @@ class FakeTelegram:
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1, on an OS-chosen port the first time, the same one after."""
-        if self._runner is not None:
-            raise RuntimeError("FakeTelegram is already listening")
-        app = web.Application(client_max_size=_MAX_BODY)
+    def _build_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/bot{token}/{method}", self._handle_api)
         app.router.add_get("/file/bot{token}/{file_path:.+}", self._handle_file)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, "127.0.0.1", self._port or 0).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._port = runner.addresses[0][1]
-        self._runner = runner
+        return app
 
     async def stop(self) -> None:
         """Stop listening and release every resource; safe to call twice or after go_down."""
-        await self.go_down()
+        await super().stop()
         if self._http is not None:
             await self._http.close()
             self._http = None
-
-    async def go_down(self) -> None:
-        """Stop listening (connections are refused, open ones dropped) but keep all state."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def come_up(self) -> None:
-        """Listen again on the same port as before."""
-        await self.start()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        """The TCP port, fixed once the fake first started."""
-        if self._port is None:
-            raise RuntimeError("FakeTelegram has not been started")
-        return self._port
 
     @property
     def base_url(self) -> str:
@@ -631,19 +581,12 @@ class FakeTelegram:
         return self._raw[message_id]
 
     # The timeout is part of the assertion, not a cancellation scope, hence ASYNC109.
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Poll ``predicate`` every 10 ms until it holds; AssertionError after ``timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            if loop.time() >= deadline:
-                recent = ", ".join(c.method for c in self.calls[-10:]) or "none"
-                raise AssertionError(
-                    f"FakeTelegram: condition not met within {timeout}s: {_describe(predicate)}\n"
-                    f"last calls: {recent}; {len(self.messages)} messages sent; "
-                    f"topics: {sorted(self.topics)}"
-                )
-            await asyncio.sleep(0.01)
+    def _state(self) -> str:
+        recent = ", ".join(c.method for c in self.calls[-10:]) or "none"
+        return (
+            f"last calls: {recent}; {len(self.messages)} messages sent; "
+            f"topics: {sorted(self.topics)}"
+        )
 
     # -------------------------------------------------------- fault injection
 
