@@ -1,0 +1,31 @@
+"""The Indonesian catalog: every English text the bot says, in Bahasa Indonesia.
+
+Keys are the English literals exactly as written in the code (`_("...")`, `N_("...")`);
+`tests/test_texts.py` checks that each one is here, that nothing here is unused, and that
+placeholders and HTML tags match. Polite, plain Indonesian as a support team writes it.
+"""
+
+from __future__ import annotations
+
+INDONESIAN: dict[str, str] = {
+    # --- dates (texts.py) ---
+    "Mon": "Sen",
+    "Tue": "Sel",
+    "Wed": "Rab",
+    "Thu": "Kam",
+    "Fri": "Jum",
+    "Sat": "Sab",
+    "Sun": "Min",
+    "Jan": "Jan",
+    "Feb": "Feb",
+    "Mar": "Mar",
+    "Apr": "Apr",
+    "May": "Mei",
+    "Jun": "Jun",
+    "Jul": "Jul",
+    "Aug": "Agu",
+    "Sep": "Sep",
+    "Oct": "Okt",
+    "Nov": "Nov",
+    "Dec": "Des",
+}
