@@ -28,4 +28,12 @@ INDONESIAN: dict[str, str] = {
     "Oct": "Okt",
     "Nov": "Nov",
     "Dec": "Des",
+    # --- render.py: the topic header and customer posts ---
+    "(empty message)": "(pesan kosong)",
+    "WhatsApp customer": "Pelanggan WhatsApp",
+    "{who}\nRoom: <code>{room}</code>\nReply window closes: {closes}": (
+        "{who}\nRuang obrolan: <code>{room}</code>\nJendela balasan ditutup: {closes}"
+    ),
+    "(cont. {part}/{parts})": "(lanjutan {part}/{parts})",
+    "(part 1/{parts})": "(bagian 1/{parts})",
 }

@@ -13,14 +13,17 @@ import string
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge import texts
+from bridge import render, texts
 from bridge.texts import _
 from bridge.texts_id import INDONESIAN
 
 PACKAGE = Path(__file__).parent.parent / "bridge"
+JAKARTA = ZoneInfo("Asia/Jakarta")
+NUMBER = "6281234567890"
 _MARKERS = ("_", "N_")
 
 
@@ -104,3 +107,48 @@ def test_dates_name_weekday_and_month_in_the_language() -> None:
     assert texts.strftime(moment, "%a %d %b %Y %H:%M") == moment.strftime("%a %d %b %Y %H:%M")
     texts.use("id")
     assert texts.strftime(moment, "%a %d %b %Y %H:%M") == "Sen 17 Agu 2026 09:05"
+
+
+# --- render.py ------------------------------------------------------------------------------
+
+
+def test_indonesian_header_names_room_and_window_close_in_indonesian() -> None:
+    closes = datetime(2026, 12, 7, 7, 30, tzinfo=UTC)  # a Monday, 14:30 in Jakarta
+    english = render.header_html(number=NUMBER, room_id="r-1", window_closes_at=closes, tz=JAKARTA)
+    assert english.endswith(
+        "Room: <code>r-1</code>\nReply window closes: Mon 7 Dec 14:30 (Asia/Jakarta)"
+    )
+    texts.use("id")
+    header = render.header_html(number=NUMBER, room_id="r-1", window_closes_at=closes, tz=JAKARTA)
+    assert header.startswith("<b>+62 812-3456-7890</b>")
+    assert header.endswith(
+        "Ruang obrolan: <code>r-1</code>\nJendela balasan ditutup: Sen 7 Des 14:30 (Asia/Jakarta)"
+    )
+    assert render.topic_name("") == "Pelanggan WhatsApp"
+
+
+def test_indonesian_posts_split_where_english_ones_do() -> None:
+    # A crash mid-message resumes at part k + 1: the parts must not move with the language.
+    now = datetime(2026, 12, 7, 7, 30, tzinfo=UTC)
+    message = render.Inbound(1, "kata " * 3000, datetime(2025, 12, 31, 16, 59, tzinfo=UTC))
+    english = render.render_posts([message], now=now, tz=JAKARTA)
+    texts.use("id")
+    indonesian = render.render_posts([message], now=now, tz=JAKARTA)
+    assert [p.html.split("\n", 1)[1] for p in english] == [
+        p.html.split("\n", 1)[1] for p in indonesian
+    ]
+    assert indonesian[0].html.startswith("<i>🕒 31 Des 2025 23:59</i>\n")
+    assert indonesian[1].html.startswith(f"<i>(lanjutan 2/{len(indonesian)})</i>\n")
+    assert render.render_posts([render.Inbound(2, " ", now)], now=now, tz=JAKARTA)[0].html == (
+        "<i>(pesan kosong)</i>"
+    )
+
+
+@pytest.mark.parametrize("language", ["en", "id"])
+def test_every_time_line_fits_the_room_reserved_for_it(language: texts.Language) -> None:
+    texts.use(language)
+    longest = max(
+        render.utf16_len(render._time_line(f"31 {_(month)} 9999 23:59")) for month in texts.MONTHS
+    )
+    assert longest <= render._TIME_LINE_MAX
+    assert render.utf16_len(render._cont_line(998, 999)) <= render._TIME_LINE_MAX
