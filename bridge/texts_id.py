@@ -36,4 +36,14 @@ INDONESIAN: dict[str, str] = {
     ),
     "(cont. {part}/{parts})": "(lanjutan {part}/{parts})",
     "(part 1/{parts})": "(bagian 1/{parts})",
+    # --- reminders.py: the reply window ---
+    "⏳ The customer's message is unanswered and the reply window closes at "
+    "{when} (in {minutes:.0f} min).": (
+        "⏳ Pesan pelanggan belum dibalas dan jendela balasan akan ditutup pada "
+        "{when} ({minutes:.0f} menit lagi)."
+    ),
+    "🔒 The reply window closed at {when}. Replies are refused until the customer writes again.": (
+        "🔒 Jendela balasan ditutup pada {when}. "
+        "Balasan tidak dapat dikirim sampai pelanggan menulis lagi."
+    ),
 }
