@@ -46,4 +46,67 @@ INDONESIAN: dict[str, str] = {
         "🔒 Jendela balasan ditutup pada {when}. "
         "Balasan tidak dapat dikirim sampai pelanggan menulis lagi."
     ),
+    # --- commands.py: command descriptions and answers ---
+    "In a customer's topic: number, reply window, message counts": (
+        "Di topik pelanggan: nomor, jendela balasan, jumlah pesan"
+    ),
+    "In a customer's topic: close it (the next customer message reopens it)": (
+        "Di topik pelanggan: tutup topik (pesan pelanggan berikutnya membukanya lagi)"
+    ),
+    "NusaSMS balances and expiry dates": "Saldo NusaSMS dan tanggal kedaluwarsanya",
+    "Queues, last callback, last error": "Antrean, callback terakhir, error terakhir",
+    "What the bridge does and how to use it": "Apa yang dilakukan bridge dan cara memakainya",
+    "<b>WhatsApp bridge</b>\n"
+    "Every WhatsApp customer has a topic here. Write in the topic to answer: text, photos, "
+    "documents, videos, audio and voice notes reach the customer. Reactions on your message "
+    "show what happened: 🕊 accepted, 👌 delivered, 👀 read, 💔 failed.\n"
+    "Messages starting with <code>{note}</code> are notes between operators and stay here. "
+    "Edits do not reach WhatsApp. Free-form replies are possible for {hours:g} h after the "
+    "customer's last message.\n\n"
+    "{commands}": (
+        "<b>Bridge WhatsApp</b>\n"
+        "Setiap pelanggan WhatsApp punya topik sendiri di sini. Tulis di topik itu untuk "
+        "membalas: teks, foto, dokumen, video, audio, dan pesan suara akan sampai ke pelanggan. "
+        "Reaksi pada pesan Anda menunjukkan hasilnya: 🕊 diterima, 👌 terkirim, 👀 dibaca, "
+        "💔 gagal.\n"
+        "Pesan yang diawali <code>{note}</code> adalah catatan antaroperator dan tetap di sini. "
+        "Pesan yang diedit tidak sampai ke WhatsApp. Balasan bebas dapat dikirim dalam "
+        "{hours:g} jam setelah pesan terakhir pelanggan.\n\n"
+        "{commands}"
+    ),
+    "<b>NusaSMS balance</b>": "<b>Saldo NusaSMS</b>",
+    " (until {date})": " (berlaku sampai {date})",
+    "• {field}: until {date}": "• {field}: berlaku sampai {date}",
+    "<i>read {when}</i>": "<i>diperiksa {when}</i>",
+    "⚠️ NusaSMS did not answer the balance request; see /status.": (
+        "⚠️ NusaSMS tidak menjawab permintaan saldo; lihat /status."
+    ),
+    "/{name} works inside a customer's topic.": (
+        "/{name} hanya dapat dipakai di dalam topik pelanggan."
+    ),
+    "open until": "terbuka sampai",
+    "closed at": "ditutup pada",
+    "<b>{number}</b>\n"
+    "Room: <code>{room}</code>\n"
+    "Reply window: {state} {when}\n"
+    "Messages: {received} from the customer, {sent} replies\n"
+    "Last reply status: {status}": (
+        "<b>{number}</b>\n"
+        "Ruang obrolan: <code>{room}</code>\n"
+        "Jendela balasan: {state} {when}\n"
+        "Pesan: {received} dari pelanggan, {sent} balasan\n"
+        "Status balasan terakhir: {status}"
+    ),
+    "<b>Bridge ready</b>": "<b>Bridge siap</b>",
+    "<b>Bridge NOT ready</b>": "<b>Bridge BELUM siap</b>",
+    "To Telegram: {waiting} waiting (oldest {age:.0f} s)": (
+        "Ke Telegram: {waiting} menunggu (terlama {age:.0f} dtk)"
+    ),
+    "To WhatsApp: {waiting} waiting (oldest {age:.0f} s)": (
+        "Ke WhatsApp: {waiting} menunggu (terlama {age:.0f} dtk)"
+    ),
+    "Last callback: {when}": "Callback terakhir: {when}",
+    "none yet": "belum ada",
+    "Last error: {error}": "Error terakhir: {error}",
+    "none": "tidak ada",
 }
