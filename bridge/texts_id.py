@@ -109,4 +109,16 @@ INDONESIAN: dict[str, str] = {
     "none yet": "belum ada",
     "Last error: {error}": "Error terakhir: {error}",
     "none": "tidak ada",
+    # --- feedback.py: what became of a reply ---
+    "🔁 Retry": "🔁 Coba lagi",
+    "no reason given": "tanpa keterangan",
+    "💔 <b>Not delivered to WhatsApp.</b>\nReason: {reason}": (
+        "💔 <b>Tidak terkirim ke WhatsApp.</b>\nAlasan: {reason}"
+    ),
+    "🤔 <b>Outcome unknown.</b> NusaSMS may or may not have sent this message "
+    "({reason}).\nCheck with the customer before you press Retry: it sends it again.": (
+        "🤔 <b>Hasil tidak diketahui.</b> NusaSMS mungkin sudah atau belum mengirim pesan ini "
+        "({reason}).\nTanyakan dulu kepada pelanggan sebelum menekan Coba lagi: pesan ini "
+        "akan dikirim ulang."
+    ),
 }
