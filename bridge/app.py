@@ -326,7 +326,7 @@ class Bridge:
                 return
             answer = await replies.on_retry(query)
             await query.answer(answer)
-            if answer == "Sending again.":
+            if answer == texts._("Sending again."):
                 with contextlib.suppress(TelegramError):
                     await query.edit_message_reply_markup(None)
 

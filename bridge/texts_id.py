@@ -121,4 +121,51 @@ INDONESIAN: dict[str, str] = {
         "({reason}).\nTanyakan dulu kepada pelanggan sebelum menekan Coba lagi: pesan ini "
         "akan dikirim ulang."
     ),
+    # --- replies.py: operators' messages that are not sent, the Retry button's answers ---
+    "stickers": "stiker",
+    "round video messages": "pesan video bulat",
+    "locations": "lokasi",
+    "venues": "tempat",
+    "contacts": "kontak",
+    "polls": "polling",
+    "dice": "dadu",
+    "games": "game",
+    "stories": "story",
+    "paid media": "media berbayar",
+    "invoices": "tagihan",
+    "checklists": "daftar periksa",
+    "the file is larger than the 20 MB bots may fetch": (
+        "ukuran file melebihi 20 MB, batas yang dapat diambil bot"
+    ),
+    "Telegram no longer has this file": "file ini sudah tidak tersedia di Telegram",
+    "🚫 Not sent: {what} cannot be sent to WhatsApp.": (
+        "🚫 Tidak terkirim: {what} tidak dapat dikirim ke WhatsApp."
+    ),
+    "🚫 Not sent: the file is {size:.1f} MB, and bots can only fetch files up to "
+    "20 MB from Telegram. Send a smaller file, or a link to it.": (
+        "🚫 Tidak terkirim: ukuran file {size:.1f} MB, sedangkan bot hanya dapat mengambil file "
+        "hingga 20 MB dari Telegram. Kirim file yang lebih kecil, atau tautan ke file tersebut."
+    ),
+    "⏰ Not sent: the reply window closed at {when} "
+    "({tz}). Free-form replies are only possible within "
+    "{hours:g} hours of the customer's last message; the "
+    "customer has to write again (or reach them with an approved template).": (
+        "⏰ Tidak terkirim: jendela balasan ditutup pada {when} ({tz}). Balasan bebas hanya "
+        "dapat dikirim dalam {hours:g} jam setelah pesan terakhir pelanggan; pelanggan perlu "
+        "menulis lagi (atau hubungi pelanggan dengan template yang sudah disetujui)."
+    ),
+    "⚠️ Not sent: the bridge could not store this message just now. Please send it again.": (
+        "⚠️ Tidak terkirim: bridge tidak dapat menyimpan pesan ini saat ini. Silakan kirim ulang."
+    ),
+    "✏️ Edits do not reach WhatsApp: the customer keeps the first version. "
+    "Send a new message to correct it.": (
+        "✏️ Suntingan tidak sampai ke WhatsApp: pelanggan tetap menerima versi pertama. "
+        "Kirim pesan baru untuk memperbaikinya."
+    ),
+    "Unknown button.": "Tombol tidak dikenal.",
+    "Only operators can retry.": "Hanya operator yang dapat mengirim ulang.",
+    "Sending again.": "Sedang dikirim ulang.",
+    "Nothing to retry: it was already sent again.": (
+        "Tidak ada yang perlu dikirim ulang: pesan ini sudah dikirim lagi."
+    ),
 }
