@@ -168,4 +168,38 @@ INDONESIAN: dict[str, str] = {
     "Nothing to retry: it was already sent again.": (
         "Tidak ada yang perlu dikirim ulang: pesan ini sudah dikirim lagi."
     ),
+    # --- alerts.py: the Alerts topic ---
+    "🔔 Alerts": "🔔 Peringatan",
+    "🔑 NusaSMS rejected the API key ({reason}). Replies and "
+    "balance checks fail until nusasms.api_key is fixed or this IP is whitelisted.": (
+        "🔑 NusaSMS menolak API key ({reason}). Balasan dan pengecekan saldo akan gagal sampai "
+        "nusasms.api_key diperbaiki atau IP ini dimasukkan ke whitelist."
+    ),
+    "🔑 NusaSMS accepts the API key again.": "🔑 NusaSMS kembali menerima API key.",
+    "💸 Low balance: <b>{field}</b> is {value:g}, below {threshold:g}. "
+    "Top up at app.nusasms.com.": (
+        "💸 Saldo menipis: <b>{field}</b> tinggal {value:g}, di bawah {threshold:g}. "
+        "Silakan isi ulang di app.nusasms.com."
+    ),
+    "✅ {field} is back at {value:g} (threshold {threshold:g}).": (
+        "✅ {field} kembali ke {value:g} (ambang batas {threshold:g})."
+    ),
+    "✅ {field} now runs until {date}.": "✅ {field} kini berlaku sampai {date}.",
+    "to Telegram": "ke Telegram",
+    "to WhatsApp": "ke WhatsApp",
+    "⏳ {count} message(s) waiting to go {where}, the oldest for {minutes:.0f} min. See /status.": (
+        "⏳ {count} pesan menunggu dikirim {where}, yang terlama sudah {minutes:.0f} menit. "
+        "Lihat /status."
+    ),
+    "✅ Messages flow {where} again.": "✅ Pesan kembali terkirim {where}.",
+    "⚠️ Bridge stopped posting: the group now has id {chat_id}: set "
+    "telegram.chat_id to {chat_id} and restart the bridge.": (
+        "⚠️ Bridge berhenti mengirim: ID grup sekarang {chat_id}. Ubah telegram.chat_id "
+        "menjadi {chat_id} lalu jalankan ulang bridge."
+    ),
+    "Reminder: {text}": "Pengingat: {text}",
+    "⌛ <b>{field}</b> expired on {date}.": "⌛ <b>{field}</b> sudah kedaluwarsa pada {date}.",
+    "⌛ <b>{field}</b> expires on {date} (in {days} day(s)).": (
+        "⌛ <b>{field}</b> akan kedaluwarsa pada {date} ({days} hari lagi)."
+    ),
 }
