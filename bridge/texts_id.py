@@ -202,4 +202,12 @@ INDONESIAN: dict[str, str] = {
     "⌛ <b>{field}</b> expires on {date} (in {days} day(s)).": (
         "⌛ <b>{field}</b> akan kedaluwarsa pada {date} ({days} hari lagi)."
     ),
+    # --- outbox.py: why a reply failed (shown in the notice under it) ---
+    "the bridge stopped while sending it": "bridge berhenti saat pesan ini sedang dikirim",
+    "internal error after sending it: {error}": "error internal setelah pesan dikirim: {error}",
+    "unknown room": "ruang obrolan tidak dikenal",
+    "the reply window closed at {when} before it could be sent": (
+        "jendela balasan sudah ditutup pada {when} sebelum pesan sempat dikirim"
+    ),
+    "WhatsApp reports the message {status}": "WhatsApp melaporkan status pesan: {status}",
 }
