@@ -10,16 +10,22 @@ from __future__ import annotations
 import ast
 import re
 import string
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 
-from bridge import render, texts
+from bridge import feedback, render, texts
+from bridge.config import load_settings
 from bridge.texts import _
 from bridge.texts_id import INDONESIAN
+from tests.conftest import ROOM, Callbacks, inbox_body, write_config
+from tests.fakes.telegram import FakeTelegram, SentMessage
 
 PACKAGE = Path(__file__).parent.parent / "bridge"
 JAKARTA = ZoneInfo("Asia/Jakarta")
@@ -152,3 +158,111 @@ def test_every_time_line_fits_the_room_reserved_for_it(language: texts.Language)
     )
     assert longest <= render._TIME_LINE_MAX
     assert render.utf16_len(render._cont_line(998, 999)) <= render._TIME_LINE_MAX
+
+
+# --- a running bridge -------------------------------------------------------------------------
+
+_ID_WEEKDAYS = ("Sen", "Sel", "Rab", "Kam", "Jum", "Sab", "Min")
+_ID_MONTHS = ("Jan", "Feb", "Mar", "Apr", "Mei", "Jun", "Jul", "Agu", "Sep", "Okt", "Nov", "Des")
+HOUR = 3600.0
+
+# What each language says, with {header_date} and {notice_date} filled in by the test.
+SAYS = {
+    "en": {
+        "header": "Reply window closes: {header_date} (Asia/Jakarta)",
+        "notice": "⏰ Not sent: the reply window closed at {notice_date} (Asia/Jakarta). "
+        "Free-form replies are only possible within 24 hours",
+        "help": "WhatsApp bridge\nEvery WhatsApp customer has a topic here.",
+        "help_line": "/balance — NusaSMS balances and expiry dates",
+        "balance": "NusaSMS balances and expiry dates",
+        "button": "🔁 Retry",
+    },
+    "id": {
+        "header": "Jendela balasan ditutup: {header_date} (Asia/Jakarta)",
+        "notice": "⏰ Tidak terkirim: jendela balasan ditutup pada {notice_date} (Asia/Jakarta). "
+        "Balasan bebas hanya dapat dikirim dalam 24 jam",
+        "help": "Bridge WhatsApp\nSetiap pelanggan WhatsApp punya topik sendiri di sini.",
+        "help_line": "/balance — Saldo NusaSMS dan tanggal kedaluwarsanya",
+        "balance": "Saldo NusaSMS dan tanggal kedaluwarsanya",
+        "button": "🔁 Coba lagi",
+    },
+}
+
+
+class Clock:
+    """Real time, moved by `offset` seconds when a test says so."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def dates(moment: float, language: str) -> dict[str, str]:
+    """A moment as the header ("Mon 7 Dec 14:30") and a notice ("07 Dec 14:30") show it."""
+    local = datetime.fromtimestamp(moment, JAKARTA)
+    weekday, month = f"{local:%a}", f"{local:%b}"
+    if language == "id":
+        weekday, month = _ID_WEEKDAYS[local.weekday()], _ID_MONTHS[local.month - 1]
+    return {
+        "header_date": f"{weekday} {local.day} {month} {local:%H:%M}",
+        "notice_date": f"{local:%d} {month} {local:%H:%M}",
+    }
+
+
+@pytest.mark.parametrize("language", ["en", "id"])
+async def test_a_bridge_speaks_the_configured_language_in_the_group(
+    language: str,
+    make_bridge: Any,
+    tmp_path: Path,
+    config_data: dict[str, Any],
+    telegram: FakeTelegram,
+    http: aiohttp.ClientSession,
+) -> None:
+    data = {**config_data, "telegram": {**config_data["telegram"], "language": language}}
+    settings = load_settings(write_config(tmp_path, data), environ={})
+    clock = Clock()
+    bridge = await make_bridge(settings, clock=clock)
+    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    says = SAYS[language]
+
+    # The topic header.
+    assert (await callbacks.inbox(inbox_body("in-1"))).status == 200
+    await telegram.wait_for(lambda: any(len(telegram.messages_in(t)) >= 2 for t in telegram.topics))
+    [topic] = telegram.topics
+    room = await bridge.store.room(ROOM)
+    assert room is not None
+    filled = dates(room.last_inbox_at + 24 * HOUR, language)
+    header = telegram.messages_in(topic)[0].plain_text or ""
+    assert header.endswith(says["header"].format(**filled))
+
+    # A window notice: an operator answers after the window closed.
+    clock.offset = 25 * HOUR
+    late = telegram.operator_message(thread_id=topic, text="maaf baru balas", user_id=777)
+    await telegram.wait_for(lambda: len(replies_to(telegram, late)) == 1)
+    notice = replies_to(telegram, late)[0].plain_text or ""
+    assert notice.startswith(says["notice"].format(**filled))
+
+    # /help, and the command descriptions Telegram shows.
+    asked = telegram.operator_message(
+        thread_id=None,
+        text="/help",
+        user_id=777,
+        entities=[{"type": "bot_command", "offset": 0, "length": 5}],
+    )
+    await telegram.wait_for(lambda: len(replies_to(telegram, asked)) == 1)
+    help_text = replies_to(telegram, asked)[0].plain_text or ""
+    assert help_text.startswith(says["help"])
+    assert says["help_line"] in help_text
+    described = {c["command"]: c["description"] for c in telegram.commands[("chat", "")]}
+    assert described["balance"] == says["balance"]
+
+    # The Retry button under a failure notice.
+    button = feedback.retry_markup(1).inline_keyboard[0][0]
+    assert button.text == says["button"]
+
+
+def replies_to(telegram: FakeTelegram, message_id: int) -> list[SentMessage]:
+    """The bridge's messages posted as replies to one message."""
+    return [m for m in telegram.messages if m.reply_to_message_id == message_id]
