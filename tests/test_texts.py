@@ -78,6 +78,58 @@ def test_every_indonesian_entry_is_used() -> None:
     assert not unused
 
 
+# Calls that put text in front of operators, and which of their arguments is that text.
+_SPEAKERS = {
+    "notify": (1,),  # Topics.notify(topic_id, html)
+    "_notify": (1,),  # WindowReminders._notify(room, html)
+    "_notice": (2,),  # Replies._notice(room, message, text)
+    "send_message": (1,),
+    "episode": (2, 3),  # Alerts.episode(key, active, text, recovered)
+    "post": (0,),  # Alerts.post(html_text)
+    "create_topic": (0,),
+    "answer": (0,),  # CallbackQuery.answer(text)
+    "InlineKeyboardButton": (0,),
+    "BotCommand": (1,),
+}
+# Functions whose return value is shown to operators.
+_SPEAKING_FUNCTIONS = {"answer", "on_retry", "notice_html", "_expiry_text", "_status"}
+
+
+def _is_literal_text(node: ast.AST) -> bool:
+    if isinstance(node, ast.JoinedStr):
+        return True
+    return isinstance(node, ast.Constant) and isinstance(node.value, str) and bool(node.value)
+
+
+def unwrapped_texts() -> list[str]:
+    """Literal texts handed straight to Telegram without `_` (they would stay English)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            spoken: list[ast.AST] = []
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                positions = _SPEAKERS.get(name, ())
+                spoken = [node.args[i] for i in positions if i < len(node.args)]
+            elif (
+                isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef)
+                and node.name in _SPEAKING_FUNCTIONS
+            ):
+                spoken = [r.value for r in ast.walk(node) if isinstance(r, ast.Return) and r.value]
+            for arg in spoken:
+                if _is_literal_text(arg):
+                    found.append(f"{path.relative_to(PACKAGE.parent)}:{arg.lineno}")
+    return found
+
+
+def test_no_text_reaches_telegram_without_passing_through_the_catalog() -> None:
+    # A new notice written as a plain literal stays English for Indonesian teams: wrap it in
+    # `_("...")` (placeholders filled by `.format` afterwards) and add it to texts_id.py.
+    assert not unwrapped_texts()
+
+
 def fields(text: str) -> list[str]:
     return sorted(name for _, name, _, _ in string.Formatter().parse(text) if name is not None)
 
