@@ -43,7 +43,7 @@ INDONESIAN: dict[str, str] = {
         "{when} ({minutes:.0f} menit lagi)."
     ),
     "🔒 The reply window closed at {when}. Replies are refused until the customer writes again.": (
-        "🔒 Jendela balasan ditutup pada {when}. "
+        "🔒 Jendela balasan sudah ditutup pada {when}. "
         "Balasan tidak dapat dikirim sampai pelanggan menulis lagi."
     ),
     # --- commands.py: command descriptions and answers ---
@@ -70,7 +70,7 @@ INDONESIAN: dict[str, str] = {
         "Reaksi pada pesan Anda menunjukkan hasilnya: 🕊 diterima, 👌 terkirim, 👀 dibaca, "
         "💔 gagal.\n"
         "Pesan yang diawali <code>{note}</code> adalah catatan antaroperator dan tetap di sini. "
-        "Pesan yang diedit tidak sampai ke WhatsApp. Balasan bebas dapat dikirim dalam "
+        "Hasil edit pesan tidak sampai ke WhatsApp. Balasan bebas dapat dikirim dalam "
         "{hours:g} jam setelah pesan terakhir pelanggan.\n\n"
         "{commands}"
     ),
@@ -150,7 +150,7 @@ INDONESIAN: dict[str, str] = {
     "({tz}). Free-form replies are only possible within "
     "{hours:g} hours of the customer's last message; the "
     "customer has to write again (or reach them with an approved template).": (
-        "⏰ Tidak terkirim: jendela balasan ditutup pada {when} ({tz}). Balasan bebas hanya "
+        "⏰ Tidak terkirim: jendela balasan sudah ditutup pada {when} ({tz}). Balasan bebas hanya "
         "dapat dikirim dalam {hours:g} jam setelah pesan terakhir pelanggan; pelanggan perlu "
         "menulis lagi (atau hubungi pelanggan dengan template yang sudah disetujui)."
     ),
@@ -159,8 +159,8 @@ INDONESIAN: dict[str, str] = {
     ),
     "✏️ Edits do not reach WhatsApp: the customer keeps the first version. "
     "Send a new message to correct it.": (
-        "✏️ Suntingan tidak sampai ke WhatsApp: pelanggan tetap menerima versi pertama. "
-        "Kirim pesan baru untuk memperbaikinya."
+        "✏️ Hasil edit tidak sampai ke WhatsApp: pelanggan tetap melihat versi pertama. "
+        "Kirim pesan baru untuk mengoreksinya."
     ),
     "Unknown button.": "Tombol tidak dikenal.",
     "Only operators can retry.": "Hanya operator yang dapat mengirim ulang.",

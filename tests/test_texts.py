@@ -231,8 +231,8 @@ SAYS = {
     },
     "id": {
         "header": "Jendela balasan ditutup: {header_date} (Asia/Jakarta)",
-        "notice": "⏰ Tidak terkirim: jendela balasan ditutup pada {notice_date} (Asia/Jakarta). "
-        "Balasan bebas hanya dapat dikirim dalam 24 jam",
+        "notice": "⏰ Tidak terkirim: jendela balasan sudah ditutup pada {notice_date} "
+        "(Asia/Jakarta). Balasan bebas hanya dapat dikirim dalam 24 jam",
         "help": "Bridge WhatsApp\nSetiap pelanggan WhatsApp punya topik sendiri di sini.",
         "help_line": "/balance — Saldo NusaSMS dan tanggal kedaluwarsanya",
         "balance": "Saldo NusaSMS dan tanggal kedaluwarsanya",
