@@ -18,18 +18,20 @@ from datetime import UTC, date, datetime, tzinfo
 
 from telegram.error import BadRequest, TelegramError
 
+from bridge import texts
 from bridge.config import AlertSettings
 from bridge.health import Health
 from bridge.metrics import Metrics
 from bridge.nusasms import Credit, NusaSMSAuthError, NusaSMSClient, NusaSMSError
 from bridge.store import AlertState, Store, StoreError
+from bridge.texts import N_, _
 from bridge.topics import Topics, is_topic_closed, is_topic_gone
 from bridge.workers import Worker
 
 log = logging.getLogger(__name__)
 
 ALERTS_TOPIC_FACT = "alerts_topic_id"
-ALERTS_TOPIC_NAME = "🔔 Alerts"
+ALERTS_TOPIC_NAME = N_("🔔 Alerts")
 QUEUE_CHECK_SECONDS = 60.0
 
 
@@ -93,9 +95,11 @@ class Alerts(Worker):
             await self.episode(
                 "nusasms_key",
                 True,
-                f"🔑 NusaSMS rejected the API key ({html.escape(exc.reason())}). Replies and "
-                "balance checks fail until nusasms.api_key is fixed or this IP is whitelisted.",
-                "🔑 NusaSMS accepts the API key again.",
+                _(
+                    "🔑 NusaSMS rejected the API key ({reason}). Replies and "
+                    "balance checks fail until nusasms.api_key is fixed or this IP is whitelisted."
+                ).format(reason=html.escape(exc.reason())),
+                _("🔑 NusaSMS accepts the API key again."),
             )
             return None
         except NusaSMSError as exc:
@@ -104,7 +108,7 @@ class Alerts(Worker):
             log.warning("cannot read the NusaSMS balance: %s", exc)
             return None
         self._health.nusasms.set("ok", "balance read")
-        await self.episode("nusasms_key", False, "", "🔑 NusaSMS accepts the API key again.")
+        await self.episode("nusasms_key", False, "", _("🔑 NusaSMS accepts the API key again."))
         self.last_balance, self.last_balance_at = credit, self._clock()
         self.on_balance(credit)
         values = credit.numeric_fields()
@@ -116,9 +120,13 @@ class Alerts(Worker):
             await self.episode(
                 f"balance:{field}",
                 value < threshold,
-                f"💸 Low balance: <b>{field}</b> is {value:g}, below {threshold:g}. "
-                "Top up at app.nusasms.com.",
-                f"✅ {field} is back at {value:g} (threshold {threshold:g}).",
+                _(
+                    "💸 Low balance: <b>{field}</b> is {value:g}, below {threshold:g}. "
+                    "Top up at app.nusasms.com."
+                ).format(field=field, value=value, threshold=threshold),
+                _("✅ {field} is back at {value:g} (threshold {threshold:g}).").format(
+                    field=field, value=value, threshold=threshold
+                ),
             )
         today = datetime.fromtimestamp(self._clock(), UTC).astimezone(self._tz).date()
         for field, expires in sorted(credit.expiry_dates().items()):
@@ -127,7 +135,9 @@ class Alerts(Worker):
                 f"expiry:{field}",
                 days <= self._settings.expiry_warning_days,
                 _expiry_text(field, expires, days),
-                f"✅ {field} now runs until {expires:%d %b %Y}.",
+                _("✅ {field} now runs until {date}.").format(
+                    field=field, date=texts.strftime(expires, "%d %b %Y")
+                ),
             )
         return credit
 
@@ -138,16 +148,18 @@ class Alerts(Worker):
         inbound = await self._store.queue_stats()
         waiting_out, oldest_out = await self._store.outbound_stats()
         for key, count, oldest, where in (
-            ("stuck:inbound", inbound.waiting, inbound.oldest_received_at, "to Telegram"),
-            ("stuck:outbound", waiting_out, oldest_out, "to WhatsApp"),
+            ("stuck:inbound", inbound.waiting, inbound.oldest_received_at, _("to Telegram")),
+            ("stuck:outbound", waiting_out, oldest_out, _("to WhatsApp")),
         ):
             age = None if oldest is None else now - oldest
             await self.episode(
                 key,
                 age is not None and age > limit,
-                f"⏳ {count} message(s) waiting to go {where}, the oldest for "
-                f"{(age or 0) / 60:.0f} min. See /status.",
-                f"✅ Messages flow {where} again.",
+                _(
+                    "⏳ {count} message(s) waiting to go {where}, the oldest for "
+                    "{minutes:.0f} min. See /status."
+                ).format(count=count, where=where, minutes=(age or 0) / 60),
+                _("✅ Messages flow {where} again.").format(where=where),
             )
 
     async def group_moved(self, new_chat_id: int) -> None:
@@ -162,7 +174,13 @@ class Alerts(Worker):
             return  # said once already
         try:
             # The Alerts topic is in the old group; the new group's General topic is reachable.
-            await self._topics.bot.send_message(new_chat_id, f"⚠️ Bridge stopped posting: {detail}.")
+            await self._topics.bot.send_message(
+                new_chat_id,
+                _(
+                    "⚠️ Bridge stopped posting: the group now has id {chat_id}: set "
+                    "telegram.chat_id to {chat_id} and restart the bridge."
+                ).format(chat_id=new_chat_id),
+            )
         except TelegramError as exc:
             log.warning("cannot tell the moved group: %s", exc)
             return
@@ -181,7 +199,7 @@ class Alerts(Worker):
                     await self.post(text)
                     await self._store.save_alert(AlertState(key, True, now, now, text))
                 elif now - state.last_sent_at >= repeat:
-                    await self.post(f"Reminder: {text}")
+                    await self.post(_("Reminder: {text}").format(text=text))
                     await self._store.save_alert(AlertState(key, True, state.since, now, text))
             elif state is not None and state.active:
                 await self.post(recovered)
@@ -214,13 +232,16 @@ class Alerts(Worker):
         known = await self._store.fact(ALERTS_TOPIC_FACT)
         if known is not None:
             return int(known)
-        topic_id = await self._topics.create_topic(ALERTS_TOPIC_NAME)
+        topic_id = await self._topics.create_topic(_(ALERTS_TOPIC_NAME))
         await self._store.set_fact(ALERTS_TOPIC_FACT, str(topic_id))
         log.info("created the Alerts topic %d", topic_id)
         return topic_id
 
 
 def _expiry_text(field: str, expires: date, days: int) -> str:
+    when = texts.strftime(expires, "%d %b %Y")
     if days < 0:
-        return f"⌛ <b>{field}</b> expired on {expires:%d %b %Y}."
-    return f"⌛ <b>{field}</b> expires on {expires:%d %b %Y} (in {days} day(s))."
+        return _("⌛ <b>{field}</b> expired on {date}.").format(field=field, date=when)
+    return _("⌛ <b>{field}</b> expires on {date} (in {days} day(s)).").format(
+        field=field, date=when, days=days
+    )

@@ -19,7 +19,7 @@ from telegram import BotCommandScopeChat, Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
-from bridge import preflight
+from bridge import preflight, texts
 from bridge.alerts import Alerts
 from bridge.commands import Commands, bot_commands
 from bridge.config import Settings
@@ -89,6 +89,7 @@ class Bridge:
 
     async def _start(self) -> None:
         s = self.settings
+        texts.use(s.telegram.language)
         tz = s.nusasms.tz
         self._unredact = redact_loggers(s.secrets())
         self._store = store = await Store.open(s.storage.path, synchronous=s.storage.synchronous)
@@ -325,7 +326,7 @@ class Bridge:
                 return
             answer = await replies.on_retry(query)
             await query.answer(answer)
-            if answer == "Sending again.":
+            if answer == texts._("Sending again."):
                 with contextlib.suppress(TelegramError):
                     await query.edit_message_reply_markup(None)
 

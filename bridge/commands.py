@@ -11,24 +11,25 @@ from datetime import UTC, datetime, tzinfo
 
 from telegram import BotCommand, Message
 
-from bridge import render
+from bridge import render, texts
 from bridge.alerts import Alerts
 from bridge.health import Health
 from bridge.nusasms import Credit
 from bridge.store import Store
+from bridge.texts import N_, _
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
 
 COMMANDS: tuple[tuple[str, str], ...] = (
-    ("info", "In a customer's topic: number, reply window, message counts"),
-    ("close", "In a customer's topic: close it (the next customer message reopens it)"),
-    ("balance", "NusaSMS balances and expiry dates"),
-    ("status", "Queues, last callback, last error"),
-    ("help", "What the bridge does and how to use it"),
+    ("info", N_("In a customer's topic: number, reply window, message counts")),
+    ("close", N_("In a customer's topic: close it (the next customer message reopens it)")),
+    ("balance", N_("NusaSMS balances and expiry dates")),
+    ("status", N_("Queues, last callback, last error")),
+    ("help", N_("What the bridge does and how to use it")),
 )
 
-HELP = (
+HELP = N_(
     "<b>WhatsApp bridge</b>\n"
     "Every WhatsApp customer has a topic here. Write in the topic to answer: text, photos, "
     "documents, videos, audio and voice notes reach the customer. Reactions on your message "
@@ -42,22 +43,28 @@ HELP = (
 
 def bot_commands() -> list[BotCommand]:
     """The commands registered with Telegram for autocompletion."""
-    return [BotCommand(name, description) for name, description in COMMANDS]
+    return [BotCommand(name, _(description)) for name, description in COMMANDS]
 
 
 def format_balance(credit: Credit, *, read_at: float | None, tz: tzinfo) -> str:
     """All balances and expiry dates of a GET /balance answer."""
-    lines = ["<b>NusaSMS balance</b>"]
+    lines = [_("<b>NusaSMS balance</b>")]
     expiries = credit.expiry_dates()
     for field, value in sorted(credit.numeric_fields().items()):
         expiry = expiries.pop(f"{field.removesuffix('_balance')}_expired_date", None)
-        until = f" (until {expiry:%d %b %Y})" if expiry else ""
+        until = (
+            _(" (until {date})").format(date=texts.strftime(expiry, "%d %b %Y")) if expiry else ""
+        )
         lines.append(f"• {html.escape(field)}: <b>{_amount(value)}</b>{until}")
     # A date whose balance is blank is still a date someone must act on.
     for field, expiry in sorted(expiries.items()):
-        lines.append(f"• {html.escape(field)}: until {expiry:%d %b %Y}")
+        lines.append(
+            _("• {field}: until {date}").format(
+                field=html.escape(field), date=texts.strftime(expiry, "%d %b %Y")
+            )
+        )
     if read_at is not None:
-        lines.append(f"<i>read {_local(read_at, tz)}</i>")
+        lines.append(_("<i>read {when}</i>").format(when=_local(read_at, tz)))
     return "\n".join(lines)
 
 
@@ -69,7 +76,7 @@ def _amount(value: float) -> str:
 
 
 def _local(moment: float, tz: tzinfo) -> str:
-    return f"{datetime.fromtimestamp(moment, UTC).astimezone(tz):%d %b %H:%M}"
+    return texts.strftime(datetime.fromtimestamp(moment, UTC).astimezone(tz), "%d %b %H:%M")
 
 
 class Commands:
@@ -118,22 +125,22 @@ class Commands:
     async def answer(self, name: str, topic_id: int | None) -> str | None:
         """The HTML answer to one command, or None for commands that are not ours."""
         if name == "help":
-            return HELP.format(
+            return _(HELP).format(
                 note=html.escape(self._note_prefix),
                 hours=self._window / 3600,
-                commands="\n".join(f"/{n} — {html.escape(d)}" for n, d in COMMANDS),
+                commands="\n".join(f"/{n} — {html.escape(_(d))}" for n, d in COMMANDS),
             )
         if name == "balance":
             credit = await self._alerts.check_balance()
             if credit is None:
-                return "⚠️ NusaSMS did not answer the balance request; see /status."
+                return _("⚠️ NusaSMS did not answer the balance request; see /status.")
             return format_balance(credit, read_at=self._alerts.last_balance_at, tz=self._tz)
         if name == "status":
             return await self._status()
         if name in ("info", "close"):
             room = None if topic_id is None else await self._store.room_by_topic(topic_id)
             if room is None:
-                return f"/{name} works inside a customer's topic."
+                return _("/{name} works inside a customer's topic.").format(name=name)
             if name == "close":
                 assert topic_id is not None
                 await self._topics.call(
@@ -142,13 +149,21 @@ class Commands:
                 return None
             received, sent, last_status = await self._store.room_counts(room.room_id)
             closes = room.last_inbox_at + self._window
-            state = "open until" if self._clock() < closes else "closed at"
-            return (
-                f"<b>{html.escape(render.format_phone(room.sender_number))}</b>\n"
-                f"Room: <code>{html.escape(room.room_id)}</code>\n"
-                f"Reply window: {state} {_local(closes, self._tz)}\n"
-                f"Messages: {received} from the customer, {sent} replies\n"
-                f"Last reply status: {html.escape(last_status or '—')}"
+            state = _("open until") if self._clock() < closes else _("closed at")
+            return _(
+                "<b>{number}</b>\n"
+                "Room: <code>{room}</code>\n"
+                "Reply window: {state} {when}\n"
+                "Messages: {received} from the customer, {sent} replies\n"
+                "Last reply status: {status}"
+            ).format(
+                number=html.escape(render.format_phone(room.sender_number)),
+                room=html.escape(room.room_id),
+                state=state,
+                when=_local(closes, self._tz),
+                received=received,
+                sent=sent,
+                status=html.escape(last_status or "—"),
             )
         return None
 
@@ -159,14 +174,18 @@ class Commands:
         last = report.get("last_callback_at")
         errors = self._last_errors()
         lines = [
-            f"<b>Bridge {'ready' if ready else 'NOT ready'}</b>",
+            _("<b>Bridge ready</b>") if ready else _("<b>Bridge NOT ready</b>"),
             f"Telegram: {report.get('telegram', {}).get('state')}, "
             f"NusaSMS: {report.get('nusasms', {}).get('state')}",
-            f"To Telegram: {queue.get('waiting', 0)} waiting "
-            f"(oldest {queue.get('oldest_age_seconds') or 0:.0f} s)",
-            f"To WhatsApp: {outbound.get('waiting', 0)} waiting "
-            f"(oldest {outbound.get('oldest_age_seconds') or 0:.0f} s)",
-            f"Last callback: {_local(last, self._tz) if last else 'none yet'}",
-            f"Last error: {html.escape(errors[0]) if errors else 'none'}",
+            _("To Telegram: {waiting} waiting (oldest {age:.0f} s)").format(
+                waiting=queue.get("waiting", 0), age=queue.get("oldest_age_seconds") or 0
+            ),
+            _("To WhatsApp: {waiting} waiting (oldest {age:.0f} s)").format(
+                waiting=outbound.get("waiting", 0), age=outbound.get("oldest_age_seconds") or 0
+            ),
+            _("Last callback: {when}").format(
+                when=_local(last, self._tz) if last else _("none yet")
+            ),
+            _("Last error: {error}").format(error=html.escape(errors[0]) if errors else _("none")),
         ]
         return "\n".join(lines)

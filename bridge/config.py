@@ -101,6 +101,8 @@ class TelegramSettings(_Section):
     group_budget: GroupBudgetSettings = Field(default_factory=lambda: GroupBudgetSettings())
     # Messages starting with this stay in Telegram (notes between operators).
     note_prefix: str = "//"
+    # What the bot says in the group: English or Bahasa Indonesia (logs stay English).
+    language: Literal["en", "id"] = "en"
 
     @field_validator("bot_token")
     @classmethod

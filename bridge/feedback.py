@@ -17,6 +17,7 @@ from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bridge.pacing import backoff_delay
 from bridge.store import Reply, Store, StoreError
+from bridge.texts import _
 from bridge.topics import Topics
 from bridge.workers import Worker
 
@@ -36,20 +37,20 @@ IDLE_POLL_SECONDS = 30.0
 def retry_markup(reply_id: int) -> InlineKeyboardMarkup:
     """The Retry button under a failure notice."""
     return InlineKeyboardMarkup(
-        [[InlineKeyboardButton("🔁 Retry", callback_data=f"{RETRY_PREFIX}{reply_id}")]]
+        [[InlineKeyboardButton(_("🔁 Retry"), callback_data=f"{RETRY_PREFIX}{reply_id}")]]
     )
 
 
 def notice_html(reply: Reply) -> str | None:
     """The notice a reply's state needs, if any."""
-    reason = html.escape(reply.error or "no reason given", quote=False)
+    reason = html.escape(reply.error or _("no reason given"), quote=False)
     if reply.display == "failed":
-        return f"💔 <b>Not delivered to WhatsApp.</b>\nReason: {reason}"
+        return _("💔 <b>Not delivered to WhatsApp.</b>\nReason: {reason}").format(reason=reason)
     if reply.display == "unknown":
-        return (
+        return _(
             "🤔 <b>Outcome unknown.</b> NusaSMS may or may not have sent this message "
-            f"({reason}).\nCheck with the customer before you press Retry: it sends it again."
-        )
+            "({reason}).\nCheck with the customer before you press Retry: it sends it again."
+        ).format(reason=reason)
     return None
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, tzinfo
 
+from bridge import texts
 from bridge.media import MediaLibrary
 from bridge.metrics import Metrics
 from bridge.nusasms import (
@@ -35,6 +36,7 @@ from bridge.nusasms import (
 )
 from bridge.pacing import backoff_delay
 from bridge.store import Reply, Store, StoreError
+from bridge.texts import _
 from bridge.workers import RoomWorker
 
 log = logging.getLogger(__name__)
@@ -143,7 +145,7 @@ class Outbox(RoomWorker):
                 reply.id,
                 state="unknown",
                 display="unknown",
-                error="the bridge stopped while sending it",
+                error=_("the bridge stopped while sending it"),
             )
         self._on_changed()
 
@@ -177,7 +179,9 @@ class Outbox(RoomWorker):
                         reply.id,
                         state="unknown",
                         display="unknown",
-                        error=f"internal error after sending it: {type(exc).__name__}",
+                        error=_("internal error after sending it: {error}").format(
+                            error=type(exc).__name__
+                        ),
                     )
                     self._on_changed()
                 else:
@@ -188,14 +192,16 @@ class Outbox(RoomWorker):
     async def _send(self, reply: Reply) -> None:
         room = await self._store.room(reply.room_id)
         if room is None:
-            await self._fail(reply, "unknown room")
+            await self._fail(reply, _("unknown room"))
             return
         closes_at = room.last_inbox_at + self._window_seconds
         if self._clock() > closes_at:
             when = datetime.fromtimestamp(closes_at, UTC).astimezone(self._tz)
             await self._fail(
                 reply,
-                f"the reply window closed at {when:%d %b %H:%M} before it could be sent",
+                _("the reply window closed at {when} before it could be sent").format(
+                    when=texts.strftime(when, "%d %b %H:%M")
+                ),
             )
             return
         try:
@@ -306,7 +312,11 @@ class Outbox(RoomWorker):
             original = next(e.reply_status for e in pending if e.reply_id == reply_id)
             if status is not None and status != original:
                 display = _STATUS_DISPLAY[MessageStatus(status)]
-                error = f"WhatsApp reports the message {status}" if display == "failed" else None
+                error = (
+                    _("WhatsApp reports the message {status}").format(status=status)
+                    if display == "failed"
+                    else None
+                )
                 changes.append((reply_id, status, display, error))
         await self._store.apply_statuses([e.event_id for e in pending], changes)
         if changes:

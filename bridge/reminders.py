@@ -12,7 +12,9 @@ from datetime import UTC, datetime, tzinfo
 
 from telegram.error import BadRequest, TelegramError
 
+from bridge import texts
 from bridge.store import Room, Store, StoreError
+from bridge.texts import _
 from bridge.topics import Topics, is_topic_closed, is_topic_gone
 from bridge.workers import Worker
 
@@ -66,8 +68,10 @@ class WindowReminders(Worker):
             closes = room.last_inbox_at + self._window
             if await self._notify(
                 room,
-                f"⏳ The customer's message is unanswered and the reply window closes at "
-                f"{self._local(closes)} (in {max(0, (closes - now) / 60):.0f} min).",
+                _(
+                    "⏳ The customer's message is unanswered and the reply window closes at "
+                    "{when} (in {minutes:.0f} min)."
+                ).format(when=self._local(closes), minutes=max(0, (closes - now) / 60)),
             ):
                 posted += 1
             await self._store.window_noted(room.room_id, "reminded_for", room.last_inbox_at)
@@ -77,8 +81,10 @@ class WindowReminders(Worker):
         for room in closed:
             if await self._notify(
                 room,
-                f"🔒 The reply window closed at {self._local(room.last_inbox_at + self._window)}. "
-                "Replies are refused until the customer writes again.",
+                _(
+                    "🔒 The reply window closed at {when}. "
+                    "Replies are refused until the customer writes again."
+                ).format(when=self._local(room.last_inbox_at + self._window)),
             ):
                 posted += 1
             await self._store.window_noted(room.room_id, "closed_notice_for", room.last_inbox_at)
@@ -101,4 +107,6 @@ class WindowReminders(Worker):
         return True
 
     def _local(self, moment: float) -> str:
-        return f"{datetime.fromtimestamp(moment, UTC).astimezone(self._tz):%d %b %H:%M}"
+        return texts.strftime(
+            datetime.fromtimestamp(moment, UTC).astimezone(self._tz), "%d %b %H:%M"
+        )

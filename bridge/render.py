@@ -19,6 +19,8 @@ from datetime import datetime, timedelta, tzinfo
 
 import phonenumbers
 
+from bridge.texts import MONTHS, N_, WEEKDAYS, _
+
 TELEGRAM_TEXT_LIMIT = 4096
 TOPIC_NAME_LIMIT = 128
 # Below this a post cannot hold a continuation line and a useful piece of text.
@@ -26,13 +28,13 @@ MIN_POST_LIMIT = 64
 # Telegram ignores formatting tags after the 100th in one message.
 MAX_ENTITIES_PER_POST = 100
 
-EMPTY_TEXT = "(empty message)"
-_EMPTY_HTML = f"<i>{EMPTY_TEXT}</i>"
+EMPTY_TEXT = N_("(empty message)")
 _SEPARATOR = "\n\n"
-_UNKNOWN_NUMBER = "WhatsApp customer"
+_UNKNOWN_NUMBER = N_("WhatsApp customer")
 
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# English names; shown through `_` in the configured language.
+_WEEKDAYS = WEEKDAYS
+_MONTHS = MONTHS
 
 # Spaces a line may wrap at; the no-break ones are meant to hold their neighbours together.
 _NO_BREAK_SPACES = frozenset("\u00a0\u2007\u202f")
@@ -66,7 +68,7 @@ def format_phone(number: str) -> str:
 
 def topic_name(number: str, name: str | None = None) -> str:
     """Forum topic title: the formatted number (and " · name"), never empty, ≤ 128 units."""
-    title = format_phone(number) if _digits(number) else _UNKNOWN_NUMBER
+    title = format_phone(number) if _digits(number) else _(_UNKNOWN_NUMBER)
     clean_name = " ".join(name.split()) if name else ""
     if clean_name:
         title = f"{title} · {clean_name}"
@@ -108,13 +110,11 @@ def header_html(*, number: str, room_id: str, window_closes_at: datetime, tz: tz
         who += f' · <a href="https://wa.me/{digits}">wa.me/{digits}</a>'
     local = window_closes_at.astimezone(tz)
     closes = (
-        f"{_WEEKDAYS[local.weekday()]} {local.day} {_MONTHS[local.month - 1]} "
+        f"{_(_WEEKDAYS[local.weekday()])} {local.day} {_(_MONTHS[local.month - 1])} "
         f"{local:%H:%M} ({_tz_label(local, tz)})"
     )
-    return (
-        f"{who}\n"
-        f"Room: <code>{html.escape(room_id)}</code>\n"
-        f"Reply window closes: {html.escape(closes)}"
+    return _("{who}\nRoom: <code>{room}</code>\nReply window closes: {closes}").format(
+        who=who, room=html.escape(room_id), closes=html.escape(closes)
     )
 
 
@@ -246,7 +246,7 @@ def _time_label(inbox_at: datetime, now: datetime, tz: tzinfo) -> str:
     clock = f"{local:%H:%M}"
     if local.date() == today:
         return clock
-    day = f"{local.day} {_MONTHS[local.month - 1]}"
+    day = f"{local.day} {_(_MONTHS[local.month - 1])}"
     if local.year != today.year:
         day += f" {local.year}"
     return f"{day} {clock}"
@@ -262,11 +262,11 @@ _TIME_LINE_MAX = utf16_len(_time_line("31 Dec 9999 23:59"))
 
 
 def _cont_line(part: int, parts: int) -> str:
-    return f"(cont. {part + 1}/{parts})\n"
+    return _("(cont. {part}/{parts})").format(part=part + 1, parts=parts) + "\n"
 
 
 def _part_one_line(parts: int) -> str:
-    return f"(part 1/{parts})\n"
+    return _("(part 1/{parts})").format(parts=parts) + "\n"
 
 
 def _italic(visible: str) -> str:
@@ -302,7 +302,7 @@ class _Body:
     @classmethod
     def of(cls, text: str) -> _Body:
         if _is_blank(text):
-            return cls(_EMPTY_HTML, utf16_len(EMPTY_TEXT), 1)
+            return cls(f"<i>{_(EMPTY_TEXT)}</i>", utf16_len(_(EMPTY_TEXT)), 1)
         return cls(html.escape(text, quote=False), utf16_len(text), 0)
 
     def with_time(self, label: str | None) -> tuple[str, int, int]:

@@ -18,11 +18,12 @@ from datetime import UTC, datetime, tzinfo
 from telegram import Bot, CallbackQuery, Message, MessageEntity
 from telegram.error import BadRequest, TelegramError
 
-from bridge import markup
+from bridge import markup, texts
 from bridge.feedback import RETRY_PREFIX
 from bridge.nusasms import ReplyMessageType
 from bridge.outbox import AttachmentRefused, AttachmentUnavailable
 from bridge.store import NewReply, Room, Store, StoreError
+from bridge.texts import N_, _
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -32,18 +33,18 @@ MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
 
 # Kinds the reply endpoint cannot carry, by the Message attribute that holds them.
 _UNSUPPORTED = {
-    "sticker": "stickers",
-    "video_note": "round video messages",
-    "location": "locations",
-    "venue": "venues",
-    "contact": "contacts",
-    "poll": "polls",
-    "dice": "dice",
-    "game": "games",
-    "story": "stories",
-    "paid_media": "paid media",
-    "invoice": "invoices",
-    "checklist": "checklists",
+    "sticker": N_("stickers"),
+    "video_note": N_("round video messages"),
+    "location": N_("locations"),
+    "venue": N_("venues"),
+    "contact": N_("contacts"),
+    "poll": N_("polls"),
+    "dice": N_("dice"),
+    "game": N_("games"),
+    "story": N_("stories"),
+    "paid_media": N_("paid media"),
+    "invoice": N_("invoices"),
+    "checklist": N_("checklists"),
 }
 
 
@@ -102,13 +103,13 @@ async def fetch_file(bot: Bot, file_id: str) -> bytes:
     try:
         file = await bot.get_file(file_id)
         if file.file_size is not None and file.file_size > MAX_DOWNLOAD_BYTES:
-            raise AttachmentRefused("the file is larger than the 20 MB bots may fetch")
+            raise AttachmentRefused(_("the file is larger than the 20 MB bots may fetch"))
         return bytes(await file.download_as_bytearray())
     except BadRequest as exc:
         if "too big" in exc.message.lower():
-            raise AttachmentRefused("the file is larger than the 20 MB bots may fetch") from exc
+            raise AttachmentRefused(_("the file is larger than the 20 MB bots may fetch")) from exc
         if "invalid file_id" in exc.message.lower() or "file not found" in exc.message.lower():
-            raise AttachmentRefused("Telegram no longer has this file") from exc
+            raise AttachmentRefused(_("Telegram no longer has this file")) from exc
         raise AttachmentUnavailable(exc.message) from exc
     except TelegramError as exc:
         raise AttachmentUnavailable(exc.message) from exc
@@ -169,7 +170,9 @@ class Replies:
             what = unsupported_kind(message)
             if what is not None:
                 await self._notice(
-                    room, message, f"🚫 Not sent: {what} cannot be sent to WhatsApp."
+                    room,
+                    message,
+                    _("🚫 Not sent: {what} cannot be sent to WhatsApp.").format(what=_(what)),
                 )
             return  # a service message (topic edited, pinned, ...)
         if attachment is not None and (attachment.size or 0) > MAX_DOWNLOAD_BYTES:
@@ -177,8 +180,10 @@ class Replies:
             await self._notice(
                 room,
                 message,
-                f"🚫 Not sent: the file is {size:.1f} MB, and bots can only fetch files up to "
-                "20 MB from Telegram. Send a smaller file, or a link to it.",
+                _(
+                    "🚫 Not sent: the file is {size:.1f} MB, and bots can only fetch files up to "
+                    "20 MB from Telegram. Send a smaller file, or a link to it."
+                ).format(size=size),
             )
             return
         closes_at = room.last_inbox_at + self._window_seconds
@@ -187,10 +192,16 @@ class Replies:
             await self._notice(
                 room,
                 message,
-                f"⏰ Not sent: the reply window closed at {when:%d %b %H:%M} "
-                f"({html.escape(str(self._tz))}). Free-form replies are only possible within "
-                f"{self._window_seconds / 3600:g} hours of the customer's last message; the "
-                "customer has to write again (or reach them with an approved template).",
+                _(
+                    "⏰ Not sent: the reply window closed at {when} "
+                    "({tz}). Free-form replies are only possible within "
+                    "{hours:g} hours of the customer's last message; the "
+                    "customer has to write again (or reach them with an approved template)."
+                ).format(
+                    when=texts.strftime(when, "%d %b %H:%M"),
+                    tz=html.escape(str(self._tz)),
+                    hours=self._window_seconds / 3600,
+                ),
             )
             return
         if attachment is None:
@@ -217,8 +228,10 @@ class Replies:
             await self._notice(
                 room,
                 message,
-                "⚠️ Not sent: the bridge could not store this message just now. "
-                "Please send it again.",
+                _(
+                    "⚠️ Not sent: the bridge could not store this message just now. "
+                    "Please send it again."
+                ),
             )
             return
         if reply_id is not None:
@@ -235,22 +248,24 @@ class Replies:
         await self._notice(
             room,
             message,
-            "✏️ Edits do not reach WhatsApp: the customer keeps the first version. "
-            "Send a new message to correct it.",
+            _(
+                "✏️ Edits do not reach WhatsApp: the customer keeps the first version. "
+                "Send a new message to correct it."
+            ),
         )
 
     async def on_retry(self, query: CallbackQuery) -> str:
         """The Retry button; returns the short answer shown to the operator."""
         data = query.data or ""
         if not data.startswith(RETRY_PREFIX) or not data[len(RETRY_PREFIX) :].isdigit():
-            return "Unknown button."
+            return _("Unknown button.")
         user = query.from_user
         if self._operators and user.id not in self._operators:
-            return "Only operators can retry."
+            return _("Only operators can retry.")
         if await self._store.requeue_reply(int(data[len(RETRY_PREFIX) :])):
             self._on_queued()
-            return "Sending again."
-        return "Nothing to retry: it was already sent again."
+            return _("Sending again.")
+        return _("Nothing to retry: it was already sent again.")
 
     async def _notice(self, room: Room, message: Message, text: str) -> None:
         assert room.topic_id is not None

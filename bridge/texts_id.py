@@ -1,0 +1,213 @@
+"""The Indonesian catalog: every English text the bot says, in Bahasa Indonesia.
+
+Keys are the English literals exactly as written in the code (`_("...")`, `N_("...")`);
+`tests/test_texts.py` checks that each one is here, that nothing here is unused, and that
+placeholders and HTML tags match. Polite, plain Indonesian as a support team writes it.
+"""
+
+from __future__ import annotations
+
+INDONESIAN: dict[str, str] = {
+    # --- dates (texts.py) ---
+    "Mon": "Sen",
+    "Tue": "Sel",
+    "Wed": "Rab",
+    "Thu": "Kam",
+    "Fri": "Jum",
+    "Sat": "Sab",
+    "Sun": "Min",
+    "Jan": "Jan",
+    "Feb": "Feb",
+    "Mar": "Mar",
+    "Apr": "Apr",
+    "May": "Mei",
+    "Jun": "Jun",
+    "Jul": "Jul",
+    "Aug": "Agu",
+    "Sep": "Sep",
+    "Oct": "Okt",
+    "Nov": "Nov",
+    "Dec": "Des",
+    # --- render.py: the topic header and customer posts ---
+    "(empty message)": "(pesan kosong)",
+    "WhatsApp customer": "Pelanggan WhatsApp",
+    "{who}\nRoom: <code>{room}</code>\nReply window closes: {closes}": (
+        "{who}\nRuang obrolan: <code>{room}</code>\nJendela balasan ditutup: {closes}"
+    ),
+    "(cont. {part}/{parts})": "(lanjutan {part}/{parts})",
+    "(part 1/{parts})": "(bagian 1/{parts})",
+    # --- reminders.py: the reply window ---
+    "⏳ The customer's message is unanswered and the reply window closes at "
+    "{when} (in {minutes:.0f} min).": (
+        "⏳ Pesan pelanggan belum dibalas dan jendela balasan akan ditutup pada "
+        "{when} ({minutes:.0f} menit lagi)."
+    ),
+    "🔒 The reply window closed at {when}. Replies are refused until the customer writes again.": (
+        "🔒 Jendela balasan sudah ditutup pada {when}. "
+        "Balasan tidak dapat dikirim sampai pelanggan menulis lagi."
+    ),
+    # --- commands.py: command descriptions and answers ---
+    "In a customer's topic: number, reply window, message counts": (
+        "Di topik pelanggan: nomor, jendela balasan, jumlah pesan"
+    ),
+    "In a customer's topic: close it (the next customer message reopens it)": (
+        "Di topik pelanggan: tutup topik (pesan pelanggan berikutnya membukanya lagi)"
+    ),
+    "NusaSMS balances and expiry dates": "Saldo NusaSMS dan tanggal kedaluwarsanya",
+    "Queues, last callback, last error": "Antrean, callback terakhir, error terakhir",
+    "What the bridge does and how to use it": "Apa yang dilakukan bridge dan cara memakainya",
+    "<b>WhatsApp bridge</b>\n"
+    "Every WhatsApp customer has a topic here. Write in the topic to answer: text, photos, "
+    "documents, videos, audio and voice notes reach the customer. Reactions on your message "
+    "show what happened: 🕊 accepted, 👌 delivered, 👀 read, 💔 failed.\n"
+    "Messages starting with <code>{note}</code> are notes between operators and stay here. "
+    "Edits do not reach WhatsApp. Free-form replies are possible for {hours:g} h after the "
+    "customer's last message.\n\n"
+    "{commands}": (
+        "<b>Bridge WhatsApp</b>\n"
+        "Setiap pelanggan WhatsApp punya topik sendiri di sini. Tulis di topik itu untuk "
+        "membalas: teks, foto, dokumen, video, audio, dan pesan suara akan sampai ke pelanggan. "
+        "Reaksi pada pesan Anda menunjukkan hasilnya: 🕊 diterima, 👌 terkirim, 👀 dibaca, "
+        "💔 gagal.\n"
+        "Pesan yang diawali <code>{note}</code> adalah catatan antaroperator dan tetap di sini. "
+        "Hasil edit pesan tidak sampai ke WhatsApp. Balasan bebas dapat dikirim dalam "
+        "{hours:g} jam setelah pesan terakhir pelanggan.\n\n"
+        "{commands}"
+    ),
+    "<b>NusaSMS balance</b>": "<b>Saldo NusaSMS</b>",
+    " (until {date})": " (berlaku sampai {date})",
+    "• {field}: until {date}": "• {field}: berlaku sampai {date}",
+    "<i>read {when}</i>": "<i>diperiksa {when}</i>",
+    "⚠️ NusaSMS did not answer the balance request; see /status.": (
+        "⚠️ NusaSMS tidak menjawab permintaan saldo; lihat /status."
+    ),
+    "/{name} works inside a customer's topic.": (
+        "/{name} hanya dapat dipakai di dalam topik pelanggan."
+    ),
+    "open until": "terbuka sampai",
+    "closed at": "ditutup pada",
+    "<b>{number}</b>\n"
+    "Room: <code>{room}</code>\n"
+    "Reply window: {state} {when}\n"
+    "Messages: {received} from the customer, {sent} replies\n"
+    "Last reply status: {status}": (
+        "<b>{number}</b>\n"
+        "Ruang obrolan: <code>{room}</code>\n"
+        "Jendela balasan: {state} {when}\n"
+        "Pesan: {received} dari pelanggan, {sent} balasan\n"
+        "Status balasan terakhir: {status}"
+    ),
+    "<b>Bridge ready</b>": "<b>Bridge siap</b>",
+    "<b>Bridge NOT ready</b>": "<b>Bridge BELUM siap</b>",
+    "To Telegram: {waiting} waiting (oldest {age:.0f} s)": (
+        "Ke Telegram: {waiting} menunggu (terlama {age:.0f} dtk)"
+    ),
+    "To WhatsApp: {waiting} waiting (oldest {age:.0f} s)": (
+        "Ke WhatsApp: {waiting} menunggu (terlama {age:.0f} dtk)"
+    ),
+    "Last callback: {when}": "Callback terakhir: {when}",
+    "none yet": "belum ada",
+    "Last error: {error}": "Error terakhir: {error}",
+    "none": "tidak ada",
+    # --- feedback.py: what became of a reply ---
+    "🔁 Retry": "🔁 Coba lagi",
+    "no reason given": "tanpa keterangan",
+    "💔 <b>Not delivered to WhatsApp.</b>\nReason: {reason}": (
+        "💔 <b>Tidak terkirim ke WhatsApp.</b>\nAlasan: {reason}"
+    ),
+    "🤔 <b>Outcome unknown.</b> NusaSMS may or may not have sent this message "
+    "({reason}).\nCheck with the customer before you press Retry: it sends it again.": (
+        "🤔 <b>Hasil tidak diketahui.</b> NusaSMS mungkin sudah atau belum mengirim pesan ini "
+        "({reason}).\nTanyakan dulu kepada pelanggan sebelum menekan Coba lagi: pesan ini "
+        "akan dikirim ulang."
+    ),
+    # --- replies.py: operators' messages that are not sent, the Retry button's answers ---
+    "stickers": "stiker",
+    "round video messages": "pesan video bulat",
+    "locations": "lokasi",
+    "venues": "tempat",
+    "contacts": "kontak",
+    "polls": "polling",
+    "dice": "dadu",
+    "games": "game",
+    "stories": "story",
+    "paid media": "media berbayar",
+    "invoices": "tagihan",
+    "checklists": "daftar periksa",
+    "the file is larger than the 20 MB bots may fetch": (
+        "ukuran file melebihi 20 MB, batas yang dapat diambil bot"
+    ),
+    "Telegram no longer has this file": "file ini sudah tidak tersedia di Telegram",
+    "🚫 Not sent: {what} cannot be sent to WhatsApp.": (
+        "🚫 Tidak terkirim: {what} tidak dapat dikirim ke WhatsApp."
+    ),
+    "🚫 Not sent: the file is {size:.1f} MB, and bots can only fetch files up to "
+    "20 MB from Telegram. Send a smaller file, or a link to it.": (
+        "🚫 Tidak terkirim: ukuran file {size:.1f} MB, sedangkan bot hanya dapat mengambil file "
+        "hingga 20 MB dari Telegram. Kirim file yang lebih kecil, atau tautan ke file tersebut."
+    ),
+    "⏰ Not sent: the reply window closed at {when} "
+    "({tz}). Free-form replies are only possible within "
+    "{hours:g} hours of the customer's last message; the "
+    "customer has to write again (or reach them with an approved template).": (
+        "⏰ Tidak terkirim: jendela balasan sudah ditutup pada {when} ({tz}). Balasan bebas hanya "
+        "dapat dikirim dalam {hours:g} jam setelah pesan terakhir pelanggan; pelanggan perlu "
+        "menulis lagi (atau hubungi pelanggan dengan template yang sudah disetujui)."
+    ),
+    "⚠️ Not sent: the bridge could not store this message just now. Please send it again.": (
+        "⚠️ Tidak terkirim: bridge tidak dapat menyimpan pesan ini saat ini. Silakan kirim ulang."
+    ),
+    "✏️ Edits do not reach WhatsApp: the customer keeps the first version. "
+    "Send a new message to correct it.": (
+        "✏️ Hasil edit tidak sampai ke WhatsApp: pelanggan tetap melihat versi pertama. "
+        "Kirim pesan baru untuk mengoreksinya."
+    ),
+    "Unknown button.": "Tombol tidak dikenal.",
+    "Only operators can retry.": "Hanya operator yang dapat mengirim ulang.",
+    "Sending again.": "Sedang dikirim ulang.",
+    "Nothing to retry: it was already sent again.": (
+        "Tidak ada yang perlu dikirim ulang: pesan ini sudah dikirim lagi."
+    ),
+    # --- alerts.py: the Alerts topic ---
+    "🔔 Alerts": "🔔 Peringatan",
+    "🔑 NusaSMS rejected the API key ({reason}). Replies and "
+    "balance checks fail until nusasms.api_key is fixed or this IP is whitelisted.": (
+        "🔑 NusaSMS menolak API key ({reason}). Balasan dan pengecekan saldo akan gagal sampai "
+        "nusasms.api_key diperbaiki atau IP ini dimasukkan ke whitelist."
+    ),
+    "🔑 NusaSMS accepts the API key again.": "🔑 NusaSMS kembali menerima API key.",
+    "💸 Low balance: <b>{field}</b> is {value:g}, below {threshold:g}. "
+    "Top up at app.nusasms.com.": (
+        "💸 Saldo menipis: <b>{field}</b> tinggal {value:g}, di bawah {threshold:g}. "
+        "Silakan isi ulang di app.nusasms.com."
+    ),
+    "✅ {field} is back at {value:g} (threshold {threshold:g}).": (
+        "✅ {field} kembali ke {value:g} (ambang batas {threshold:g})."
+    ),
+    "✅ {field} now runs until {date}.": "✅ {field} kini berlaku sampai {date}.",
+    "to Telegram": "ke Telegram",
+    "to WhatsApp": "ke WhatsApp",
+    "⏳ {count} message(s) waiting to go {where}, the oldest for {minutes:.0f} min. See /status.": (
+        "⏳ {count} pesan menunggu dikirim {where}, yang terlama sudah {minutes:.0f} menit. "
+        "Lihat /status."
+    ),
+    "✅ Messages flow {where} again.": "✅ Pesan kembali terkirim {where}.",
+    "⚠️ Bridge stopped posting: the group now has id {chat_id}: set "
+    "telegram.chat_id to {chat_id} and restart the bridge.": (
+        "⚠️ Bridge berhenti mengirim: ID grup sekarang {chat_id}. Ubah telegram.chat_id "
+        "menjadi {chat_id} lalu jalankan ulang bridge."
+    ),
+    "Reminder: {text}": "Pengingat: {text}",
+    "⌛ <b>{field}</b> expired on {date}.": "⌛ <b>{field}</b> sudah kedaluwarsa pada {date}.",
+    "⌛ <b>{field}</b> expires on {date} (in {days} day(s)).": (
+        "⌛ <b>{field}</b> akan kedaluwarsa pada {date} ({days} hari lagi)."
+    ),
+    # --- outbox.py: why a reply failed (shown in the notice under it) ---
+    "the bridge stopped while sending it": "bridge berhenti saat pesan ini sedang dikirim",
+    "internal error after sending it: {error}": "error internal setelah pesan dikirim: {error}",
+    "unknown room": "ruang obrolan tidak dikenal",
+    "the reply window closed at {when} before it could be sent": (
+        "jendela balasan sudah ditutup pada {when} sebelum pesan sempat dikirim"
+    ),
+    "WhatsApp reports the message {status}": "WhatsApp melaporkan status pesan: {status}",
+}
