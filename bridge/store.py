@@ -271,6 +271,38 @@ class AlertState:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """How many rows one retention pass deleted."""
+
+    inbound: int
+    replies: int
+    status_events: int
+
+    @property
+    def total(self) -> int:
+        """All rows deleted."""
+        return self.inbound + self.replies + self.status_events
+
+
+# (table, its time column, what "done with" means) for data retention.
+_PRUNABLE = (
+    ("inbound", "received_at", "posted_at IS NOT NULL"),
+    (
+        "outbound",
+        "created_at",
+        "state IN ('sent', 'failed', 'unknown') AND display = shown",
+    ),
+    (
+        "status_events",
+        "received_at",
+        "(applied = 1 OR NOT EXISTS "
+        "(SELECT 1 FROM outbound AS o WHERE o.ref_no = status_events.ref_no))",
+    ),
+)
+_MAX_ID = 2**63 - 1
+
+
 _REPLY_COLUMNS = (
     "id, room_id, operator_message_id, kind, text, file_id, file_name, file_mime, state, "
     "attempts, ref_no, status, error, display, shown"
@@ -796,6 +828,38 @@ class Store:
             (room_id, room_id),
         )
         return inbound[0][0], outbound[0][0], outbound[0][1]
+
+    # --- data retention -------------------------------------------------------------------
+
+    async def prune(self, cutoff: float, limit: int) -> Pruned:
+        """Delete up to `limit` rows of each kind that is done with and older than `cutoff`.
+
+        Done with: an inbound message posted to Telegram, a reply in a final state whose
+        feedback the operator has seen, a status event applied or for no reply we know.
+        Rooms stay (they hold the customer's topic). Ids grow with time, so the first id
+        at or after `cutoff` bounds a primary-key range scan: no index to keep up on the
+        intake path, and rows younger than `cutoff` are never read, let alone deleted.
+        """
+        counts = []
+        async with self._transaction() as db:
+            for table, column, done in _PRUNABLE:
+                cursor = await db.execute(
+                    f"SELECT id FROM {table} WHERE {column} >= ? ORDER BY id LIMIT 1",  # noqa: S608
+                    (cutoff,),
+                )
+                first_young = await cursor.fetchone()
+                bound = first_young[0] if first_young is not None else _MAX_ID
+                cursor = await db.execute(
+                    f"""
+                    DELETE FROM {table} WHERE id IN (
+                        SELECT id FROM {table} WHERE id < ? AND {column} < ? AND {done}
+                        ORDER BY id LIMIT ?
+                    )
+                    """,  # noqa: S608 - only our own table and column names are interpolated
+                    (bound, cutoff, limit),
+                )
+                counts.append(cursor.rowcount)
+        return Pruned(*counts)
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return list(await self._reader.execute_fetchall(sql, params))
