@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 # How often old rows are looked for; retention is counted in days, an hour is plenty.
 SWEEP_SECONDS = 3600.0
-# Rows deleted per table in one transaction: short enough that callbacks waiting for the
-# writer are not held up noticeably, and the group commit gets its turn between batches.
-BATCH_ROWS = 2000
+# Rows deleted per table in one transaction. Callbacks wait for the writer meanwhile: 500
+# kept their commit p99 under 50 ms while 500,000 old rows went (2,000: over 100 ms).
+BATCH_ROWS = 500
 
 
 class Retention(Worker):
@@ -64,9 +64,10 @@ class Retention(Worker):
     async def sweep(self) -> Pruned:
         """Delete everything due now, batch by batch; returns how many rows of each kind."""
         cutoff = self._clock() - self._keep_seconds
+        bounds = await self._store.prune_bounds(cutoff)
         inbound = replies = events = 0
         while True:
-            pruned = await self._store.prune(cutoff, self._batch)
+            pruned = await self._store.prune(bounds, cutoff, self._batch)
             inbound += pruned.inbound
             replies += pruned.replies
             events += pruned.status_events

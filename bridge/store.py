@@ -831,24 +831,32 @@ class Store:
 
     # --- data retention -------------------------------------------------------------------
 
-    async def prune(self, cutoff: float, limit: int) -> Pruned:
-        """Delete up to `limit` rows of each kind that is done with and older than `cutoff`.
+    async def prune_bounds(self, cutoff: float) -> tuple[int, ...]:
+        """Per prunable table, the first id at or after `cutoff` (every id below is older).
+
+        Ids grow with time, so this bounds a primary-key range for `prune`: no index to keep
+        up on the intake path, and rows younger than `cutoff` are never touched. It reads
+        on the read connection, once per sweep, so the writer is not held while it scans.
+        """
+        bounds = []
+        for table, column, _ in _PRUNABLE:
+            rows = await self._fetch(
+                f"SELECT id FROM {table} WHERE {column} >= ? ORDER BY id LIMIT 1",  # noqa: S608
+                (cutoff,),
+            )
+            bounds.append(rows[0][0] if rows else _MAX_ID)
+        return tuple(bounds)
+
+    async def prune(self, bounds: Sequence[int], cutoff: float, limit: int) -> Pruned:
+        """Delete up to `limit` rows per table below its bound that the bridge is done with.
 
         Done with: an inbound message posted to Telegram, a reply in a final state whose
         feedback the operator has seen, a status event applied or for no reply we know.
-        Rooms stay (they hold the customer's topic). Ids grow with time, so the first id
-        at or after `cutoff` bounds a primary-key range scan: no index to keep up on the
-        intake path, and rows younger than `cutoff` are never read, let alone deleted.
+        Rooms stay (they hold the customer's topic).
         """
         counts = []
         async with self._transaction() as db:
-            for table, column, done in _PRUNABLE:
-                cursor = await db.execute(
-                    f"SELECT id FROM {table} WHERE {column} >= ? ORDER BY id LIMIT 1",  # noqa: S608
-                    (cutoff,),
-                )
-                first_young = await cursor.fetchone()
-                bound = first_young[0] if first_young is not None else _MAX_ID
+            for (table, column, done), bound in zip(_PRUNABLE, bounds, strict=True):
                 cursor = await db.execute(
                     f"""
                     DELETE FROM {table} WHERE id IN (

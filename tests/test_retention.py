@@ -156,3 +156,18 @@ async def test_retention_days_zero_keeps_everything(
     settings = load_settings(write_config(tmp_path, data), environ={})
     bridge = await make_bridge(settings)
     assert "retention" not in [w.name for w in bridge._workers]
+
+
+async def test_a_clock_that_jumped_back_never_gets_a_young_row_deleted(
+    store: Store, tmp_path: Path
+) -> None:
+    now = T0 + 200 * DAY
+    await message(store, "old", T0, posted=True)
+    await message(store, "young", now, posted=True)
+    await message(store, "old-after-a-clock-jump", T0 + 1, posted=True)
+
+    await Retention(store, retention_days=KEEP_DAYS, clock=lambda: now).sweep()
+
+    # Ids no longer follow time: the young row and everything after it wait for later.
+    kept = rows(tmp_path / "retention.sqlite3", "SELECT ref_no FROM inbound ORDER BY id")
+    assert kept == ["young", "old-after-a-clock-jump"]
