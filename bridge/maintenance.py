@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -40,8 +41,11 @@ class BackupError(Exception):
     """The database could not be copied."""
 
 
-def backup(database: Path, destination: Path) -> BackupResult:
+def backup(database: Path, destination: Path, *, folder: bool = False) -> BackupResult:
     """Copy `database` to `destination` consistently while the bridge may be writing to it.
+
+    Into a time-stamped file if `destination` is a folder (or `folder` says it is meant to
+    be one: it is created then).
 
     The whole copy is one step of the backup API, so it reads one snapshot: a copy made in
     several steps restarts whenever the bridge commits in between and, under steady
@@ -51,6 +55,8 @@ def backup(database: Path, destination: Path) -> BackupResult:
     """
     if not database.is_file():
         raise BackupError(f"no database at {database}")
+    if folder:
+        destination.mkdir(parents=True, exist_ok=True)
     if destination.is_dir():
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         destination = destination / f"{database.stem}-{stamp}{database.suffix or '.sqlite3'}"
@@ -119,7 +125,7 @@ def add_parsers(commands: Any) -> None:
     )
     backup_parser.add_argument("--config", type=Path, default=default, help="YAML config file")
     backup_parser.add_argument(
-        "destination", type=Path, help="file to write, or a folder for a time-stamped file"
+        "destination", help="file to write, or a folder (ending in /) for a time-stamped file"
     )
     health_parser = commands.add_parser(
         "health", help="exit 0 if the bridge's /healthz on server.port answers 200, else 1"
@@ -145,7 +151,11 @@ def run(args: argparse.Namespace) -> int:
         print("healthy")
         return 0
     try:
-        result = backup(settings.storage.path, args.destination)
+        result = backup(
+            settings.storage.path,
+            Path(args.destination),
+            folder=args.destination.endswith(("/", os.sep)),
+        )
     except (BackupError, OSError) as exc:
         print(f"backup failed: {exc}", file=sys.stderr)
         return 1

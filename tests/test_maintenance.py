@@ -87,10 +87,9 @@ async def test_backup_into_a_folder_writes_a_time_stamped_file(
 ) -> None:
     config = write_config(tmp_path, config_data)
     await make_bridge(load_settings(config, environ={}))
-    folder = tmp_path / "backups"
-    folder.mkdir()
+    folder = tmp_path / "backups"  # not there yet: the trailing slash says it is a folder
 
-    assert await bridge_command("backup", "--config", str(config), str(folder)) == 0
+    assert await bridge_command("backup", "--config", str(config), f"{folder}/") == 0
 
     (written,) = folder.iterdir()
     assert written.name.startswith("bridge-")
