@@ -62,6 +62,8 @@ def backup(database: Path, destination: Path, *, folder: bool = False) -> Backup
         destination = destination / f"{database.stem}-{stamp}{database.suffix or '.sqlite3'}"
     partial = destination.with_name(destination.name + ".part")
     partial.unlink(missing_ok=True)
+    # The copy holds customers' messages: readable by its owner only, whatever the umask.
+    os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     try:
         source = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
         try:

@@ -75,6 +75,7 @@ async def test_a_backup_taken_while_the_bridge_writes_is_a_valid_database_with_t
         assert before <= stored
         assert all(r.startswith(("before-", "during-")) for r in stored)
         assert not copy.with_name(copy.name + ".part").exists()
+        assert copy.stat().st_mode & 0o777 == 0o600  # customers' messages: owner only
     # The bridge wrote on while and after the copies were taken.
     assert len(callbacks.acknowledged) > len(before)
 
