@@ -35,6 +35,7 @@ from bridge.pacing import GroupBudget
 from bridge.relay import Relay
 from bridge.reminders import WindowReminders
 from bridge.replies import Replies, fetch_file
+from bridge.retention import Retention
 from bridge.server import build_app
 from bridge.store import Store
 from bridge.topics import Topics
@@ -200,6 +201,10 @@ class Bridge:
             clock=self._clock,
         )
         self._workers = [relay, outbox, feedback, alerts, reminders]
+        if s.storage.retention_days > 0:
+            self._workers.append(
+                Retention(store, retention_days=s.storage.retention_days, clock=self._clock)
+            )
         self._add_handlers(self._telegram)
 
         await self._first_check("NusaSMS", health.nusasms, self._check_nusasms)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bridge import maintenance
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.logs import Redactor, setup_logging
 
@@ -24,7 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check", help="check the configuration and both services; exit 0 only if all pass"
     )
     check.add_argument("--config", type=Path, default=Path("config.yaml"), help="YAML config file")
+    maintenance.add_parsers(commands)
     args = parser.parse_args(argv)
+    if args.command in maintenance.COMMANDS:
+        return maintenance.run(args)
 
     try:
         settings = load_settings(args.config)

@@ -163,6 +163,8 @@ class StorageSettings(_Section):
     media_dir: Path | None = None
     # FULL: an acknowledged callback survives power loss, not only a crash.
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # Posted messages, finished replies and status events older than this are deleted; 0 = never.
+    retention_days: float = Field(default=90.0, ge=0)
 
     @property
     def media_path(self) -> Path:

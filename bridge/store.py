@@ -271,6 +271,38 @@ class AlertState:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """How many rows one retention pass deleted."""
+
+    inbound: int
+    replies: int
+    status_events: int
+
+    @property
+    def total(self) -> int:
+        """All rows deleted."""
+        return self.inbound + self.replies + self.status_events
+
+
+# (table, its time column, what "done with" means) for data retention.
+_PRUNABLE = (
+    ("inbound", "received_at", "posted_at IS NOT NULL"),
+    (
+        "outbound",
+        "created_at",
+        "state IN ('sent', 'failed', 'unknown') AND display = shown",
+    ),
+    (
+        "status_events",
+        "received_at",
+        "(applied = 1 OR NOT EXISTS "
+        "(SELECT 1 FROM outbound AS o WHERE o.ref_no = status_events.ref_no))",
+    ),
+)
+_MAX_ID = 2**63 - 1
+
+
 _REPLY_COLUMNS = (
     "id, room_id, operator_message_id, kind, text, file_id, file_name, file_mime, state, "
     "attempts, ref_no, status, error, display, shown"
@@ -796,6 +828,46 @@ class Store:
             (room_id, room_id),
         )
         return inbound[0][0], outbound[0][0], outbound[0][1]
+
+    # --- data retention -------------------------------------------------------------------
+
+    async def prune_bounds(self, cutoff: float) -> tuple[int, ...]:
+        """Per prunable table, the first id at or after `cutoff` (every id below is older).
+
+        Ids grow with time, so this bounds a primary-key range for `prune`: no index to keep
+        up on the intake path, and rows younger than `cutoff` are never touched. It reads
+        on the read connection, once per sweep, so the writer is not held while it scans.
+        """
+        bounds = []
+        for table, column, _ in _PRUNABLE:
+            rows = await self._fetch(
+                f"SELECT id FROM {table} WHERE {column} >= ? ORDER BY id LIMIT 1",  # noqa: S608
+                (cutoff,),
+            )
+            bounds.append(rows[0][0] if rows else _MAX_ID)
+        return tuple(bounds)
+
+    async def prune(self, bounds: Sequence[int], cutoff: float, limit: int) -> Pruned:
+        """Delete up to `limit` rows per table below its bound that the bridge is done with.
+
+        Done with: an inbound message posted to Telegram, a reply in a final state whose
+        feedback the operator has seen, a status event applied or for no reply we know.
+        Rooms stay (they hold the customer's topic).
+        """
+        counts = []
+        async with self._transaction() as db:
+            for (table, column, done), bound in zip(_PRUNABLE, bounds, strict=True):
+                cursor = await db.execute(
+                    f"""
+                    DELETE FROM {table} WHERE id IN (
+                        SELECT id FROM {table} WHERE id < ? AND {column} < ? AND {done}
+                        ORDER BY id LIMIT ?
+                    )
+                    """,  # noqa: S608 - only our own table and column names are interpolated
+                    (bound, cutoff, limit),
+                )
+                counts.append(cursor.rowcount)
+        return Pruned(*counts)
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return list(await self._reader.execute_fetchall(sql, params))
