@@ -359,7 +359,7 @@ class Outbox(RoomWorker):
                 await self._store.update_reply(reply.id, **fields)
             except _DB_ERRORS as exc:
                 self._errors.failed(
-                    "record",
+                    "unrecorded",
                     "cannot record what became of reply %d (%s); kept in memory, retrying",
                     reply.id,
                     exc,
@@ -390,7 +390,7 @@ class Outbox(RoomWorker):
                 self._unrecorded_failures += 1
                 self._unrecorded_due = now + self._record_backoff()
                 self._errors.failed(
-                    "record",
+                    "unrecorded",
                     "cannot record what became of %d replies yet (%s); retrying in %.1f s",
                     len(self._unrecorded),
                     exc,
