@@ -53,7 +53,7 @@ def notice_html(reply: Reply, window_closes: str | None = None) -> str | None:
             return None  # it waits behind an earlier reply of the room, which says why
         until = f", until the reply window closes at {window_closes}" if window_closes else ""
         return (
-            f"⏳ <b>Not sent yet.</b> NusaSMS is busy or unreachable ({reason}). "
+            f"⏳ <b>Not sent yet.</b> NusaSMS is busy or unreachable (last attempt: {reason}). "
             f"The bridge keeps trying{until}; this message and the ones after it go out "
             "in order as soon as NusaSMS takes them."
         )
@@ -122,7 +122,7 @@ class Feedback(Worker):
         if room is None or room.topic_id is None:
             return
         closes = datetime.fromtimestamp(room.last_inbox_at + self._window_seconds, UTC)
-        notice = notice_html(reply, f"{closes.astimezone(self._tz):%H:%M}")
+        notice = notice_html(reply, f"{closes.astimezone(self._tz):%d %b %H:%M}")
         assert notice is not None
         try:
             await self._topics.notify(

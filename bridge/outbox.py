@@ -234,7 +234,8 @@ class Outbox(RoomWorker):
         earliest = await self._store.mark_waiting_replies(now - WAITING_NOTICE_SECONDS)
         # The earliest unmarked reply waits its minute from when it was queued; one queued
         # from now on, from now. Nothing else can come due before.
-        self._due["waiting"] = min(now, earliest or now) + WAITING_NOTICE_SECONDS
+        queued = now if earliest is None else min(now, earliest)
+        self._due["waiting"] = queued + WAITING_NOTICE_SECONDS
         self._on_changed()
         return self._due["waiting"]
 
@@ -251,6 +252,22 @@ class Outbox(RoomWorker):
         busy = purged >= STATUS_PURGE_BATCH
         self._due["purge"] = now + (STATUS_PURGE_BUSY_SECONDS if busy else STATUS_PURGE_SECONDS)
         return self._due["purge"]
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """Stop; outcomes still only in memory get one last chance to be recorded."""
+        await super().stop(grace)
+        if not self._unrecorded:
+            return
+        self._unrecorded_due = 0.0
+        await self._record_unrecorded()
+        for reply_id, entry in self._unrecorded.items():
+            log.error(
+                "reply %d: could not record that it ended %s%s; after a restart it shows as "
+                "an unknown outcome",
+                reply_id,
+                entry.fields.get("state"),
+                f" as {entry.fields['ref_no']}" if entry.fields.get("ref_no") else "",
+            )
 
     async def _send_guarded(self, reply: Reply) -> None:
         key = f"room {reply.room_id}"

@@ -150,6 +150,29 @@ async def test_an_outbox_that_cannot_recover_at_start_keeps_trying(
         assert outbox.running
 
 
+async def test_an_outcome_only_in_memory_is_recorded_when_the_outbox_stops(
+    store: Store, nusasms: FakeNusaSMS
+) -> None:
+    clock = TestClock()
+    reply_id = await queued_reply(store, clock)
+    update = store.update_reply
+    refusing = True
+
+    async def refuse_the_record(reply_id: int, **fields: Any) -> None:
+        if refusing and fields.get("state") == "sent":
+            raise StoreError("database write failed: database is locked")
+        await update(reply_id, **fields)
+
+    store.update_reply = refuse_the_record  # type: ignore[method-assign]
+    async with running_outbox(store, nusasms, clock) as outbox:
+        await eventually(lambda: outbox.unrecorded == 1)
+        assert (await row(store, reply_id)).state == "sending"
+        refusing = False
+    reply = await row(store, reply_id)
+    assert (reply.state, reply.ref_no) == ("sent", nusasms.replies[0].ref_no)
+    assert len(nusasms.calls_to(REPLY)) == 1
+
+
 # --- waits NusaSMS asks for -----------------------------------------------------------------
 
 
@@ -179,7 +202,7 @@ async def test_a_retry_after_of_a_day_is_capped_and_the_operator_told_it_waits(
     text = notice.plain_text or ""
     assert "Not sent yet" in text
     assert "busy or unreachable" in text
-    assert f"closes at {closes:%H:%M}" in text
+    assert f"closes at {closes:%d %b %H:%M}" in text
     assert retry_data(notice) == []
     await telegram.wait_for(lambda: reaction(telegram, mid) == "😴")
 
