@@ -668,13 +668,16 @@ class Store:
             (display, reply_id, display),
         )
 
-    async def requeue_reply(self, reply_id: int, now: float) -> bool:
-        """Retry a failed or unknown reply; False if it is not in such a state."""
+    async def requeue_reply(self, reply_id: int, now: float | None = None) -> bool:
+        """Retry a failed or unknown reply; False if it is not in such a state.
+
+        It waits from `now` (the database's clock if not given) as if queued anew.
+        """
         changed = await self._write(
             """
             UPDATE outbound SET state = 'queued', attempts = 0, next_attempt_at = 0,
                 ref_no = NULL, status = NULL, error = NULL, display = 'queued', shown = 'queued',
-                queued_at = ?
+                queued_at = coalesce(?, CAST(strftime('%s', 'now') AS REAL))
             WHERE id = ? AND display IN ('failed', 'unknown')
             """,
             (now, reply_id),

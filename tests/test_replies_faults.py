@@ -601,3 +601,19 @@ async def test_statuses_only_move_forward_even_within_one_batch(
         await batch(("R2", "read"), ("R1", "delivered"), ("R2", "unsent"))
         assert await shown(second) == ("failed", "failed", "WhatsApp reports the message failed")
         assert await shown(first) == ("aborted", "failed", "WhatsApp reports the message aborted")
+
+
+async def test_a_reply_waits_its_minute_from_when_it_was_queued_again(store: Store) -> None:
+    clock = TestClock()
+    old = await queued_reply(store, clock, "lama")
+    await store.update_reply(old, state="failed", display="failed", error="nope")
+    clock.now += 3600
+    assert await store.requeue_reply(old, clock.now)
+    assert not await store.requeue_reply(old, clock.now)  # a second press changes nothing
+    fresh = await queued_reply(store, clock, "baru")
+
+    assert await store.mark_waiting_replies(clock.now - 60) == clock.now
+    assert [(await row(store, i)).display for i in (old, fresh)] == ["queued", "queued"]
+    clock.now += 60
+    assert await store.mark_waiting_replies(clock.now - 60) is None
+    assert [(await row(store, i)).display for i in (old, fresh)] == ["waiting", "waiting"]
