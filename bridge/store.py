@@ -134,7 +134,7 @@ MIGRATIONS: tuple[str, ...] = (
     # so the operator hears of a reply that waits for more than a minute.
     """
     ALTER TABLE outbound ADD COLUMN queued_at REAL;
-    UPDATE outbound SET queued_at = created_at;
+    UPDATE outbound SET queued_at = created_at WHERE state = 'queued';
     """,
 )
 
