@@ -120,7 +120,9 @@ class Bridge:
         window_seconds = s.window.hours * 3600
         self.metrics = metrics = Metrics()
         self._relay = relay = Relay(store, topics, tz=tz, clock=self._clock, metrics=metrics)
-        self._feedback = feedback = Feedback(store, topics, chat_id=s.telegram.chat_id)
+        self._feedback = feedback = Feedback(
+            store, topics, chat_id=s.telegram.chat_id, window_seconds=window_seconds, tz=tz
+        )
         media = None
         if s.nusasms.media_mode == "url":
             media = MediaLibrary(
@@ -320,20 +322,16 @@ class Bridge:
         async def on_command(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
             if update.message is not None and commands is not None:
                 await commands.handle(update.message)
+                # Replies tells the operator when a "/..." in a topic is no command at all.
+                await replies.on_message(update.message)
 
         async def on_edited(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
             if update.edited_message is not None:
                 await replies.on_edited(update.edited_message)
 
         async def on_retry(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
-            query = update.callback_query
-            if query is None:
-                return
-            answer = await replies.on_retry(query)
-            await query.answer(answer)
-            if answer == texts._("Sending again."):
-                with contextlib.suppress(TelegramError):
-                    await query.edit_message_reply_markup(None)
+            if update.callback_query is not None:
+                await replies.on_retry(update.callback_query)
 
         async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
             log.error("handling a Telegram update failed", exc_info=context.error)

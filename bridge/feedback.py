@@ -1,9 +1,11 @@
 """What became of a reply, shown on the operator's own message in Telegram.
 
-A reaction follows the reply's state (🕊 accepted by NusaSMS, 👌 delivered, 👀 read,
-💔 failed); a failure or an unknown outcome also gets a notice with the reason and a Retry
-button. What is due is derived from the database (`display` vs `shown`), so nothing is
-lost when Telegram is down: it is shown once Telegram answers again.
+A reaction follows the reply's state (😴 still waiting after a minute, 🕊 accepted by
+NusaSMS, 👌 delivered, 👀 read, 💔 failed); a failure or an unknown outcome also gets a
+notice with the reason and a Retry button, and a reply NusaSMS keeps turning away (busy,
+unreachable) one notice saying so and until when it keeps trying. What is due is derived
+from the database (`display` vs `shown`), so nothing is lost when Telegram is down: it is
+shown once Telegram answers again.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import html
 import logging
 import sqlite3
+from datetime import UTC, datetime, tzinfo
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReactionTypeEmoji
 from telegram.error import BadRequest, Forbidden, TelegramError
@@ -19,11 +22,13 @@ from bridge.pacing import backoff_delay
 from bridge.store import Reply, Store, StoreError
 from bridge.texts import _
 from bridge.topics import Topics
-from bridge.workers import Worker
+from bridge.workers import ErrorLog, Worker
 
 log = logging.getLogger(__name__)
 
 REACTIONS = {
+    # Telegram offers no hourglass among the reactions bots may set.
+    "waiting": "😴",
     "accepted": "🕊",
     "delivered": "👌",
     "read": "👀",
@@ -41,9 +46,22 @@ def retry_markup(reply_id: int) -> InlineKeyboardMarkup:
     )
 
 
-def notice_html(reply: Reply) -> str | None:
-    """The notice a reply's state needs, if any."""
+def notice_html(reply: Reply, window_closes: str | None = None) -> str | None:
+    """The notice a reply's state needs, if any (`window_closes`: when, for a waiting one)."""
     reason = html.escape(reply.error or _("no reason given"), quote=False)
+    if reply.display == "waiting":
+        if reply.error is None:
+            return None  # it waits behind an earlier reply of the room, which says why
+        until = (
+            _(", until the reply window closes at {when}").format(when=window_closes)
+            if window_closes
+            else ""
+        )
+        return _(
+            "⏳ <b>Not sent yet.</b> NusaSMS is busy or unreachable (last attempt: {reason}). "
+            "The bridge keeps trying{until}; this message and the ones after it go out "
+            "in order as soon as NusaSMS takes them."
+        ).format(reason=reason, until=until)
     if reply.display == "failed":
         return _("💔 <b>Not delivered to WhatsApp.</b>\nReason: {reason}").format(reason=reason)
     if reply.display == "unknown":
@@ -59,12 +77,22 @@ class Feedback(Worker):
 
     name = "feedback"
 
-    def __init__(self, store: Store, topics: Topics, *, chat_id: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        topics: Topics,
+        *,
+        chat_id: int,
+        window_seconds: float = 24 * 3600.0,
+        tz: tzinfo = UTC,
+    ) -> None:
         super().__init__()
         self._store = store
         self._topics = topics
         self._chat_id = chat_id
-        self._failures = 0
+        self._window_seconds = window_seconds
+        self._tz = tz
+        self._errors = ErrorLog(log)
 
     async def _run(self) -> None:
         while True:
@@ -73,11 +101,11 @@ class Feedback(Worker):
                 for reply in await self._store.feedback_due(50):
                     await self._show(reply)
                     await self._store.mark_shown(reply.id, reply.display)
-                self._failures = 0
             except (TelegramError, StoreError, sqlite3.Error) as exc:
-                timeout = backoff_delay(self._failures)
-                self._failures += 1
-                log.warning("cannot show reply states yet (%s); again in %.1f s", exc, timeout)
+                timeout = backoff_delay(self._errors.failures("show"))
+                self._errors.failed("show", "cannot show reply states yet: %s", exc)
+            else:
+                self._errors.recovered("show", "reply states are shown again")
             await self._doze(timeout)
 
     async def _show(self, reply: Reply) -> None:
@@ -93,18 +121,21 @@ class Feedback(Worker):
             except (BadRequest, Forbidden) as exc:
                 # The operator's message was deleted, or reactions are off: nothing to mark.
                 log.info("cannot react to message %d: %s", reply.operator_message_id, exc)
-        notice = notice_html(reply)
-        if notice is None:
+        if notice_html(reply) is None:
             return
         room = await self._store.room(reply.room_id)
         if room is None or room.topic_id is None:
             return
+        closes = datetime.fromtimestamp(room.last_inbox_at + self._window_seconds, UTC)
+        notice = notice_html(reply, f"{closes.astimezone(self._tz):%d %b %H:%M}")
+        assert notice is not None
         try:
             await self._topics.notify(
                 room.topic_id,
                 notice,
                 reply_to=reply.operator_message_id,
-                markup=retry_markup(reply.id),
+                # Only a reply that was given up can be retried; a waiting one is retried.
+                markup=None if reply.display == "waiting" else retry_markup(reply.id),
             )
         except (BadRequest, Forbidden) as exc:
             # The topic was deleted (or the bot lost its rights): this notice can never be

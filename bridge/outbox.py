@@ -4,8 +4,15 @@ A reply is committed before it is sent and marked `sending` while its request is
 flight. What cannot have reached NusaSMS (no connection, 429, 502/503/504) is retried with
 backoff for as long as the reply window is open; what may have reached it (a read timeout,
 a 500, a crash mid-request) is never resent blindly: it becomes `unknown` and the operator
-decides with a Retry button.
-The same worker applies delivery statuses, which only ever move forward.
+decides with a Retry button. No wait is longer than `MAX_WAIT_SECONDS` (NusaSMS may ask
+for a day), and a reply that waits for more than a minute is shown as waiting.
+
+Holds live in memory: a room that failed waits out its backoff even when the database
+refuses to record it, and what NusaSMS did with a request (accepted, with its ref_no) is
+kept in memory until the database takes it, so it is neither lost nor sent twice. A
+repeating error is logged once, then counted.
+The same worker applies delivery statuses, which only ever move forward, and forgets
+statuses of messages it never sent after `STATUS_RETENTION_SECONDS`.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 from bridge import texts
 from bridge.media import MediaLibrary
@@ -37,12 +46,28 @@ from bridge.nusasms import (
 from bridge.pacing import backoff_delay
 from bridge.store import Reply, Store, StoreError
 from bridge.texts import _
-from bridge.workers import RoomWorker
+from bridge.workers import ErrorLog, RoomWorker
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 30.0
 MEDIA_PURGE_SECONDS = 3600.0
+# However long NusaSMS asks us to wait (a Retry-After of a day has been seen), a reply is
+# tried again after at most this long.
+MAX_WAIT_SECONDS = 300.0
+# A reply still unsent this long after it was queued is shown to the operator as waiting.
+WAITING_NOTICE_SECONDS = 60.0
+# Statuses of ref_nos no reply of ours has (sent from elsewhere) are kept this long, and
+# forgotten at most `STATUS_PURGE_BATCH` at a time, every `STATUS_PURGE_SECONDS` (sooner
+# while a full batch was found).
+STATUS_RETENTION_SECONDS = 7 * 86400.0
+STATUS_PURGE_BATCH = 500
+STATUS_PURGE_SECONDS = 3600.0
+STATUS_PURGE_BUSY_SECONDS = 60.0
+# Retrying the record of an outcome the database refused backs off up to this long.
+RECORD_RETRY_MAX_SECONDS = 30.0
+
+_DB_ERRORS = (StoreError, sqlite3.Error)
 
 # What the operator is shown for each delivery status.
 _STATUS_DISPLAY = {
@@ -67,6 +92,14 @@ class AttachmentRefused(Exception):
 FetchFile = Callable[[str], Awaitable[bytes]]
 
 
+@dataclass(slots=True)
+class _Unrecorded:
+    """What became of a reply, not yet in the database because it refused the write."""
+
+    room_id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
 def status_rank(status: str | None) -> int:
     """Order of delivery statuses; unknown text ranks lowest."""
     if status is None:
@@ -78,9 +111,9 @@ def status_rank(status: str | None) -> int:
 
 
 def _retry_after(exc: NusaSMSError) -> float:
-    """What a 429 asked us to wait, if it said."""
+    """What a 429 asked us to wait, if it said, capped at `MAX_WAIT_SECONDS`."""
     if isinstance(exc, NusaSMSRateLimitError) and exc.retry_after is not None:
-        return exc.retry_after
+        return min(MAX_WAIT_SECONDS, max(0.0, exc.retry_after))
     return 0.0
 
 
@@ -104,7 +137,7 @@ class Outbox(RoomWorker):
         rng: Callable[[], float] = random.random,
         metrics: Metrics | None = None,
     ) -> None:
-        super().__init__(concurrency)
+        super().__init__(concurrency, clock=clock)
         self._store = store
         self._client = client
         self._metrics = metrics or Metrics()
@@ -115,29 +148,61 @@ class Outbox(RoomWorker):
         self._on_changed = on_changed
         self._clock = clock
         self._rng = rng
+        self._errors = ErrorLog(log)
         # Replies whose request may have reached NusaSMS in the current attempt.
         self._requested: set[int] = set()
-        self._last_purge = 0.0
+        # Outcomes the database refused, by reply id, oldest first; retried with backoff.
+        self._unrecorded: dict[int, _Unrecorded] = {}
+        self._unrecorded_failures = 0
+        self._unrecorded_due = 0.0
+        # When a housekeeping step (by name) is due next; a failed step backs off here.
+        self._due: dict[str, float] = {}
         self.last_error: str | None = None
 
-    async def _run(self) -> None:
-        await self._recover()
-        while True:
-            try:
-                await self._apply_statuses()
-                timeout = await self._schedule()
-                if (
-                    self._media is not None
-                    and self._clock() - self._last_purge > MEDIA_PURGE_SECONDS
-                ):
-                    self._last_purge = self._clock()
-                    await self._media.purge()
-            except (StoreError, sqlite3.Error, OSError) as exc:
-                log.error("outbox cannot read its queue: %s", exc)
-                timeout = 1.0
-            await self._doze(timeout)
+    def unavailable(self) -> set[str]:
+        """Rooms not to be served now; also those with an outcome not yet recorded."""
+        return super().unavailable() | {u.room_id for u in self._unrecorded.values()}
 
-    async def _recover(self) -> None:
+    @property
+    def unrecorded(self) -> int:
+        """How many outcomes wait in memory for the database to take them."""
+        return len(self._unrecorded)
+
+    async def _run(self) -> None:
+        while await self._step("recover", self._recover) is not True:
+            await self._doze(self._sleep_until([self._due.get("recover")], IDLE_POLL_SECONDS))
+        while True:
+            wake_at: list[float | None] = [
+                await self._step("record", self._record_unrecorded),
+                await self._step("statuses", self._apply_statuses),
+                await self._step("waiting", self._mark_waiting),
+                await self._step("purge", self._purge),
+                await self._step("queue", self._schedule),
+            ]
+            await self._doze(self._sleep_until(wake_at, IDLE_POLL_SECONDS))
+
+    async def _step(self, name: str, action: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one part of the loop unless it is backing off; a failure backs it off.
+
+        Returns what the action returned, or (while failing) when it is due again: a
+        database that refuses every write slows the loop down instead of spinning it.
+        """
+        now = self._clock()
+        due = self._due.get(name)
+        if due is not None and due > now:
+            return due
+        self._due.pop(name, None)  # an action may set its own next time
+        try:
+            result = await action()
+        except (*_DB_ERRORS, OSError) as exc:
+            failures = self._errors.failures(name)
+            self._errors.failed(name, "outbox: %s failed: %s", name, exc)
+            self._due[name] = now + backoff_delay(failures, self._rng)
+            return self._due[name]
+        self._errors.recovered(name, "outbox: %s works again", name)
+        return result
+
+    async def _recover(self) -> bool:
         """A reply left `sending` by a crash may or may not have reached NusaSMS."""
         for reply in await self._store.interrupted_replies():
             log.warning("reply %d was in flight when the bridge stopped: outcome unknown", reply.id)
@@ -148,44 +213,100 @@ class Outbox(RoomWorker):
                 error=_("the bridge stopped while sending it"),
             )
         self._on_changed()
+        return True
 
     async def _schedule(self) -> float | None:
+        """Start turns for due rooms; return when the next one is due (None: unknown)."""
         if self.free_turns:
-            due = await self._store.due_replies(self._clock(), self._concurrency + len(self._busy))
+            due = await self._store.due_replies(
+                self._clock(), self._concurrency, self.unavailable()
+            )
             for reply in due:
                 if not self.free_turns:
                     break
                 self._serve(reply.room_id, self._send_guarded(reply))
         if not self.free_turns:
-            return None
-        # A busy room's next reply waits for the one in flight, whose end wakes the loop.
-        next_at = await self._store.next_reply_attempt_at(self._busy.keys())
-        if next_at is None:
-            return IDLE_POLL_SECONDS
-        return min(IDLE_POLL_SECONDS, max(0.0, next_at - self._clock()))
+            return None  # a finishing turn wakes the loop
+        # A busy or held room's next reply waits for it; its end wakes the loop.
+        return await self._store.next_reply_attempt_at(self.unavailable())
+
+    async def _mark_waiting(self) -> float | None:
+        """Show replies that waited longer than a minute as waiting, once each."""
+        now = self._clock()
+        earliest = await self._store.mark_waiting_replies(now - WAITING_NOTICE_SECONDS)
+        # The earliest unmarked reply waits its minute from when it was queued; one queued
+        # from now on, from now. Nothing else can come due before.
+        queued = now if earliest is None else min(now, earliest)
+        self._due["waiting"] = queued + WAITING_NOTICE_SECONDS
+        self._on_changed()
+        return self._due["waiting"]
+
+    async def _purge(self) -> float:
+        """Forget old statuses no reply of ours has, and expired media; a batch at a time."""
+        now = self._clock()
+        purged = await self._store.purge_orphan_statuses(
+            now - STATUS_RETENTION_SECONDS, STATUS_PURGE_BATCH
+        )
+        if purged:
+            log.info("forgot %d status reports of messages the bridge did not send", purged)
+        if self._media is not None:
+            await self._media.purge()
+        busy = purged >= STATUS_PURGE_BATCH
+        self._due["purge"] = now + (STATUS_PURGE_BUSY_SECONDS if busy else STATUS_PURGE_SECONDS)
+        return self._due["purge"]
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """Stop; outcomes still only in memory get one last chance to be recorded."""
+        await super().stop(grace)
+        if not self._unrecorded:
+            return
+        self._unrecorded_due = 0.0
+        await self._record_unrecorded()
+        for reply_id, entry in self._unrecorded.items():
+            log.error(
+                "reply %d: could not record that it ended %s%s; after a restart it shows as "
+                "an unknown outcome",
+                reply_id,
+                entry.fields.get("state"),
+                f" as {entry.fields['ref_no']}" if entry.fields.get("ref_no") else "",
+            )
 
     async def _send_guarded(self, reply: Reply) -> None:
+        key = f"room {reply.room_id}"
         try:
             await self._send(reply)
         except asyncio.CancelledError:
             raise
+        except (*_DB_ERRORS, OSError) as exc:  # the database, or a full disk
+            if reply.id in self._requested:  # outcomes are recorded by _record: a bug
+                log.exception("unexpected database error after sending reply %d", reply.id)
+                await self._record(
+                    reply,
+                    state="unknown",
+                    display="unknown",
+                    error=_("internal error after sending it"),
+                )
+                return
+            # Nothing was sent: the room waits in memory, since the database refused.
+            delay = backoff_delay(self._errors.failures(key), self._rng)
+            self.hold(reply.room_id, self._clock() + delay)
+            self._errors.failed(
+                key, "reply %d to room %s not sent: database: %s", reply.id, reply.room_id, exc
+            )
         except Exception as exc:
             log.exception("unexpected error sending reply %d", reply.id)
-            with contextlib.suppress(StoreError):
-                if reply.id in self._requested:
-                    # NusaSMS may have it (e.g. accepted, but the database refused to record
-                    # that): never resend blindly, let the operator decide.
-                    await self._store.update_reply(
-                        reply.id,
-                        state="unknown",
-                        display="unknown",
-                        error=_("internal error after sending it: {error}").format(
-                            error=type(exc).__name__
-                        ),
-                    )
-                    self._on_changed()
-                else:
-                    await self._retry_later(reply, "internal error")
+            if reply.id in self._requested:
+                # NusaSMS may have it: never resend blindly, let the operator decide.
+                await self._record(
+                    reply,
+                    state="unknown",
+                    display="unknown",
+                    error=_("internal error after sending it: {error}").format(
+                        error=type(exc).__name__
+                    ),
+                )
+            else:
+                await self._retry_later(reply, _("internal error"))
         finally:
             self._requested.discard(reply.id)
 
@@ -210,7 +331,9 @@ class Outbox(RoomWorker):
             await self._fail(reply, str(exc))
             return
         except AttachmentUnavailable as exc:
-            await self._retry_later(reply, f"cannot fetch the file from Telegram: {exc}")
+            await self._retry_later(
+                reply, _("cannot fetch the file from Telegram: {error}").format(error=exc)
+            )
             return
         await self._store.update_reply(reply.id, state="sending", attempts=reply.attempts + 1)
         self._requested.add(reply.id)
@@ -236,16 +359,74 @@ class Outbox(RoomWorker):
         finally:
             self._metrics.send_seconds.labels("nusasms").observe(time.perf_counter() - started)
         log.info("reply %d accepted by NusaSMS as %s", reply.id, ref_no)
-        await self._store.update_reply(
-            reply.id,
+        self.release(reply.room_id)
+        self._errors.recovered(
+            f"room {reply.room_id}", "replies to room %s go out again", reply.room_id
+        )
+        await self._record(
+            reply,
             state="sent",
             ref_no=ref_no,
             sent_at=self._clock(),
             display="accepted",
             error=None,
         )
-        self._on_changed()
         self._wake.set()  # statuses for this ref_no may already be waiting
+
+    async def _record(self, reply: Reply, **fields: Any) -> None:
+        """Write what became of a reply; if the database refuses, keep it in memory.
+
+        It is written later (`_record_unrecorded`), with backoff; meanwhile the room is
+        not served, so nothing of it is sent again or out of order.
+        """
+        if reply.id not in self._unrecorded:
+            try:
+                await self._store.update_reply(reply.id, **fields)
+            except _DB_ERRORS as exc:
+                self._errors.failed(
+                    "unrecorded",
+                    "cannot record what became of reply %d (%s); kept in memory, retrying",
+                    reply.id,
+                    exc,
+                )
+            else:
+                self._on_changed()
+                return
+        entry = self._unrecorded.setdefault(reply.id, _Unrecorded(reply.room_id))
+        entry.fields.update(fields)
+        if self._unrecorded_due <= self._clock():
+            self._unrecorded_due = self._clock() + self._record_backoff()
+        self._wake.set()
+
+    def _record_backoff(self) -> float:
+        return min(RECORD_RETRY_MAX_SECONDS, backoff_delay(self._unrecorded_failures, self._rng))
+
+    async def _record_unrecorded(self) -> float | None:
+        """Write outcomes the database refused before, oldest first, while it takes them."""
+        if not self._unrecorded:
+            return None
+        now = self._clock()
+        if self._unrecorded_due > now:
+            return self._unrecorded_due
+        for reply_id, entry in list(self._unrecorded.items()):
+            try:
+                await self._store.update_reply(reply_id, **entry.fields)
+            except _DB_ERRORS as exc:
+                self._unrecorded_failures += 1
+                self._unrecorded_due = now + self._record_backoff()
+                self._errors.failed(
+                    "unrecorded",
+                    "cannot record what became of %d replies yet (%s); retrying in %.1f s",
+                    len(self._unrecorded),
+                    exc,
+                    self._unrecorded_due - now,
+                )
+                return self._unrecorded_due
+            del self._unrecorded[reply_id]
+            self._on_changed()
+        self._unrecorded_failures = 0
+        self._errors.recovered("unrecorded", "every reply's outcome is recorded again")
+        return now  # the rooms held for them may go on
 
     async def _attachment(self, reply: Reply) -> tuple[str | None, ReplyFile | None]:
         if reply.kind == ReplyMessageType.TEXT or reply.file_id is None:
@@ -268,33 +449,39 @@ class Outbox(RoomWorker):
                 reply, reason, attempts=reply.attempts + 1, at_least=_retry_after(exc)
             )
             return
+        self.release(reply.room_id)
         if not _refused_outright(exc):
             log.warning("reply %d: outcome unknown (%s)", reply.id, exc)
-            await self._store.update_reply(
-                reply.id, state="unknown", display="unknown", error=reason
-            )
+            await self._record(reply, state="unknown", display="unknown", error=reason)
         else:
             log.warning("reply %d refused by NusaSMS: %s", reply.id, exc)
-            await self._store.update_reply(reply.id, state="failed", display="failed", error=reason)
-        self._on_changed()
+            await self._record(reply, state="failed", display="failed", error=reason)
 
     async def _retry_later(
         self, reply: Reply, reason: str, *, attempts: int | None = None, at_least: float = 0.0
     ) -> None:
+        """Queue the reply again after a backoff (at least `at_least`, at most the cap)."""
+        key = f"room {reply.room_id}"
         attempts = reply.attempts if attempts is None else attempts
-        delay = max(backoff_delay(attempts, self._rng), at_least)
-        log.warning("reply %d not sent (%s); retrying in %.1f s", reply.id, reason, delay)
-        await self._store.update_reply(
+        growth = max(attempts, self._errors.failures(key))
+        delay = min(MAX_WAIT_SECONDS, max(backoff_delay(growth, self._rng), at_least))
+        next_at = self._clock() + delay
+        # The room waits in memory too: its wait must not depend on the write below.
+        self.hold(reply.room_id, next_at)
+        self._errors.failed(
+            key,
+            "reply %d to room %s not sent (%s); retrying in %.1f s",
             reply.id,
-            state="queued",
-            attempts=attempts,
-            next_attempt_at=self._clock() + delay,
-            error=reason,
+            reply.room_id,
+            reason,
+            delay,
+        )
+        await self._record(
+            reply, state="queued", attempts=attempts, next_attempt_at=next_at, error=reason
         )
 
     async def _fail(self, reply: Reply, reason: str) -> None:
-        await self._store.update_reply(reply.id, state="failed", display="failed", error=reason)
-        self._on_changed()
+        await self._record(reply, state="failed", display="failed", error=reason)
 
     async def _apply_statuses(self) -> None:
         pending = await self._store.pending_statuses()

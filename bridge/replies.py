@@ -4,12 +4,18 @@ Only people (no bots, no posts on behalf of a chat), in the configured group, in
 known room's topic, and on the allowlist when one is set, reach a customer. Commands and
 internal notes stay in Telegram. A reply outside the 24-hour window, or of a kind WhatsApp
 cannot carry, is refused with a notice in the topic; nothing is sent.
+
+Text starting with "/" that is no command of the bridge (`/home/user is the folder`) is not
+sent either, since a mistyped command must never reach a customer; the operator is told
+that a leading backslash sends it (`\\/home/user ...` reaches WhatsApp as `/home/user ...`).
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import re
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,14 +25,23 @@ from telegram import Bot, CallbackQuery, Message, MessageEntity
 from telegram.error import BadRequest, TelegramError
 
 from bridge import markup, texts
+from bridge.commands import bot_commands
 from bridge.feedback import RETRY_PREFIX
 from bridge.nusasms import ReplyMessageType
 from bridge.outbox import AttachmentRefused, AttachmentUnavailable
 from bridge.store import NewReply, Room, Store, StoreError
 from bridge.texts import N_, _
 from bridge.topics import Topics
+from bridge.workers import ErrorLog
 
 log = logging.getLogger(__name__)
+
+# What a Retry button carries: our prefix and a reply id (one SQLite can hold, or unknown).
+_RETRY_DATA = re.compile(rf"{re.escape(RETRY_PREFIX)}([0-9]+)")
+_MAX_ROW_ID = 2**63 - 1
+# A backslash before a leading "/" sends the text as it is, without the backslash.
+ESCAPE = "\\"
+SENDING_AGAIN = N_("Sending again.")
 
 # Bots may download files up to 20 MB from Telegram's Bot API.
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024
@@ -140,6 +155,8 @@ class Replies:
         self._tz = tz
         self._on_queued = on_queued
         self._clock = clock
+        self._commands = frozenset(c.command.lower() for c in bot_commands())
+        self._errors = ErrorLog(log)
 
     async def room_of(self, message: Message) -> Room | None:
         """The room an operator's message answers, or None if it is not a reply at all."""
@@ -160,11 +177,13 @@ class Replies:
         if room is None or room.topic_id is None:
             return
         text = message.text
-        if text is not None and text.startswith("/"):
-            return  # a command
         said = text if text is not None else message.caption
         if self._note_prefix and said is not None and said.startswith(self._note_prefix):
             return  # a note between operators (a captioned file is one too)
+        if text is not None and text.startswith("/"):
+            if not self._is_command(text):
+                await self._notice(room, message, _not_a_command_html(text))
+            return  # a command: Commands answers it
         attachment = attachment_of(message)
         if text is None and attachment is None:
             what = unsupported_kind(message)
@@ -205,7 +224,8 @@ class Replies:
             )
             return
         if attachment is None:
-            body = markup.to_whatsapp(text or "", _entities(message.entities))
+            text, entities = _unescaped(text or "", _entities(message.entities))
+            body = markup.to_whatsapp(text, entities)
             new = NewReply(room.room_id, message.message_id, _user_id(message), "text", body)
         else:
             caption = message.caption or ""
@@ -254,17 +274,52 @@ class Replies:
             ),
         )
 
-    async def on_retry(self, query: CallbackQuery) -> str:
-        """The Retry button; returns the short answer shown to the operator."""
-        data = query.data or ""
-        if not data.startswith(RETRY_PREFIX) or not data[len(RETRY_PREFIX) :].isdigit():
+    def _is_command(self, text: str) -> bool:
+        """`/name` of one of the bridge's commands, or `/name@bot` (meant for some bot)."""
+        token = text.split(maxsplit=1)[0]
+        return "@" in token or token[1:].lower() in self._commands
+
+    async def on_retry(self, query: CallbackQuery) -> None:
+        """The Retry button: queue the reply again (once), answer the press, drop the button.
+
+        The answer is best effort: Telegram refuses answers to presses older than about 15
+        s ("query is too old"), and the retry has happened by then anyway.
+        """
+        answer = await self._retry(query)
+        try:
+            await query.answer(answer)
+        except TelegramError as exc:
+            self._errors.failed("answer", "cannot answer a Retry press: %s", exc)
+        else:
+            self._errors.recovered("answer", "Retry presses are answered again")
+        if answer == _(SENDING_AGAIN):
+            try:
+                await query.edit_message_reply_markup(None)
+            except TelegramError as exc:
+                log.info("cannot remove a Retry button: %s", exc)
+
+    async def _retry(self, query: CallbackQuery) -> str:
+        """Requeue the reply a Retry press names; the short answer shown to the operator."""
+        match = _RETRY_DATA.fullmatch(query.data or "")
+        if match is None:
             return _("Unknown button.")
         user = query.from_user
         if self._operators and user.id not in self._operators:
             return _("Only operators can retry.")
-        if await self._store.requeue_reply(int(data[len(RETRY_PREFIX) :])):
+        reply_id = int(match.group(1))
+        if reply_id > _MAX_ROW_ID:
+            return _("Unknown message.")
+        try:
+            if await self._store.reply(reply_id) is None:
+                return _("Unknown message.")
+            requeued = await self._store.requeue_reply(reply_id, self._clock())
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("cannot queue reply %d again: %s", reply_id, exc)
+            return _("The bridge could not store this just now. Press Retry again in a moment.")
+        if requeued:
+            log.info("reply %d queued again by operator %d", reply_id, user.id)
             self._on_queued()
-            return _("Sending again.")
+            return _(SENDING_AGAIN)
         return _("Nothing to retry: it was already sent again.")
 
     async def _notice(self, room: Room, message: Message, text: str) -> None:
@@ -274,6 +329,40 @@ class Replies:
 
 def _entities(entities: Sequence[MessageEntity] | None) -> Sequence[MessageEntity]:
     return entities or ()
+
+
+def _not_a_command_html(text: str) -> str:
+    token = text.split(maxsplit=1)[0][:40]
+    example = html.escape(text[:40], quote=False)
+    return _(
+        "🚫 Not sent: <code>{token}</code> is no command of this "
+        "bot, and messages starting with “/” stay in Telegram. To send text that starts "
+        "with “/”, put a backslash before it: <code>{escaped}</code> "
+        "(the customer gets it without the backslash)."
+    ).format(token=html.escape(token, quote=False), escaped=f"{ESCAPE}{example}")
+
+
+def _unescaped(text: str, entities: Sequence[MessageEntity]) -> tuple[str, Sequence[MessageEntity]]:
+    """Text sent as `\\/...` loses its backslash; its formatting moves along with it."""
+    if not text.startswith(ESCAPE + "/"):
+        return text, entities
+    shifted = []
+    for entity in entities:
+        start = max(entity.offset - 1, 0)
+        end = entity.offset + entity.length - 1
+        if end > start:
+            shifted.append(
+                MessageEntity(
+                    entity.type,
+                    start,
+                    end - start,
+                    url=entity.url,
+                    user=entity.user,
+                    language=entity.language,
+                    custom_emoji_id=entity.custom_emoji_id,
+                )
+            )
+    return text[1:], shifted
 
 
 def _user_id(message: Message) -> int | None:

@@ -130,6 +130,12 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     CREATE INDEX rooms_failing ON rooms (room_id) WHERE attempts > 0;
     """,
+    # How long a reply has been waiting counts from when it was queued (again, after Retry),
+    # so the operator hears of a reply that waits for more than a minute.
+    """
+    ALTER TABLE outbound ADD COLUMN queued_at REAL;
+    UPDATE outbound SET queued_at = created_at WHERE state = 'queued';
+    """,
 )
 
 # A batch bigger than this waits for the next commit; it bounds one transaction's latency.
@@ -574,8 +580,8 @@ class Store:
             cursor = await db.execute(
                 """
                 INSERT INTO outbound (room_id, operator_message_id, operator_id, kind, text,
-                                      file_id, file_name, file_mime, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                      file_id, file_name, file_mime, created_at, queued_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (operator_message_id) DO NOTHING
                 """,
                 (
@@ -587,6 +593,7 @@ class Store:
                     reply.file_id,
                     reply.file_name,
                     reply.file_mime,
+                    now,
                     now,
                 ),
             )
@@ -608,15 +615,21 @@ class Store:
         )
         return Reply(*rows[0]) if rows else None
 
-    async def due_replies(self, now: float, limit: int) -> list[Reply]:
-        """The head reply of every room whose backoff has passed, oldest first."""
+    async def due_replies(
+        self, now: float, limit: int, unavailable: Iterable[str] = ()
+    ) -> list[Reply]:
+        """The head reply of every room whose backoff has passed, oldest first.
+
+        Rooms in `unavailable` (a turn running, or held in memory) are left out.
+        """
         rows = await self._fetch(
             f"""
             SELECT {_REPLY_COLUMNS} FROM outbound WHERE id IN (
                 SELECT min(id) FROM outbound WHERE state = 'queued' GROUP BY room_id
-            ) AND next_attempt_at <= ? ORDER BY id LIMIT ?
+            ) AND next_attempt_at <= ? AND room_id NOT IN (SELECT value FROM json_each(?))
+            ORDER BY id LIMIT ?
             """,  # noqa: S608
-            (now, limit),
+            (now, json.dumps(sorted(unavailable)), limit),
         )
         return [Reply(*r) for r in rows]
 
@@ -635,6 +648,26 @@ class Store:
             (json.dumps(sorted(busy_rooms)),),
         )
         return rows[0][0] if rows else None
+
+    async def mark_waiting_replies(self, queued_before: float) -> float | None:
+        """Replies queued before `queued_before` and still unsent are shown as waiting.
+
+        Each reply is marked once (until it is queued again); returns when the earliest
+        reply not yet marked was queued, or None if there is none.
+        """
+        async with self._transaction() as db:
+            await db.execute(
+                """
+                UPDATE outbound SET display = 'waiting'
+                WHERE state = 'queued' AND display = 'queued' AND queued_at <= ?
+                """,
+                (queued_before,),
+            )
+            cursor = await db.execute(
+                "SELECT min(queued_at) FROM outbound WHERE state = 'queued' AND display = 'queued'"
+            )
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
 
     async def update_reply(self, reply_id: int, **fields: Any) -> None:
         """Set some columns of one reply (names are ours, never user input)."""
@@ -667,17 +700,39 @@ class Store:
             (display, reply_id, display),
         )
 
-    async def requeue_reply(self, reply_id: int) -> bool:
-        """Retry a failed or unknown reply; False if it is not in such a state."""
+    async def requeue_reply(self, reply_id: int, now: float | None = None) -> bool:
+        """Retry a failed or unknown reply; False if it is not in such a state.
+
+        It waits from `now` (the database's clock if not given) as if queued anew.
+        """
         changed = await self._write(
             """
             UPDATE outbound SET state = 'queued', attempts = 0, next_attempt_at = 0,
-                ref_no = NULL, status = NULL, error = NULL, display = 'queued', shown = 'queued'
+                ref_no = NULL, status = NULL, error = NULL, display = 'queued', shown = 'queued',
+                queued_at = coalesce(?, CAST(strftime('%s', 'now') AS REAL))
             WHERE id = ? AND display IN ('failed', 'unknown')
             """,
-            (reply_id,),
+            (now, reply_id),
         )
         return changed > 0
+
+    async def purge_orphan_statuses(self, received_before: float, limit: int) -> int:
+        """Forget up to `limit` status events received before then for a ref_no no reply has.
+
+        NusaSMS reports statuses of messages sent from elsewhere (its dashboard, another
+        integration) too; they would otherwise be kept, unapplied, forever.
+        """
+        return await self._write(
+            """
+            DELETE FROM status_events WHERE id IN (
+                SELECT e.id FROM status_events AS e
+                WHERE e.applied = 0 AND e.received_at < ?
+                  AND NOT EXISTS (SELECT 1 FROM outbound AS o WHERE o.ref_no = e.ref_no)
+                ORDER BY e.id LIMIT ?
+            )
+            """,
+            (received_before, limit),
+        )
 
     async def pending_statuses(self, limit: int = 500) -> list[PendingStatus]:
         """Status events whose reply is known, not yet applied, oldest first."""

@@ -59,17 +59,20 @@ INDONESIAN: dict[str, str] = {
     "<b>WhatsApp bridge</b>\n"
     "Every WhatsApp customer has a topic here. Write in the topic to answer: text, photos, "
     "documents, videos, audio and voice notes reach the customer. Reactions on your message "
-    "show what happened: 🕊 accepted, 👌 delivered, 👀 read, 💔 failed.\n"
+    "show what happened: 😴 still waiting, 🕊 accepted, 👌 delivered, 👀 read, 💔 failed.\n"
     "Messages starting with <code>{note}</code> are notes between operators and stay here. "
+    "To send text that starts with “/”, put a backslash before it: <code>\\/home</code>. "
     "Edits do not reach WhatsApp. Free-form replies are possible for {hours:g} h after the "
     "customer's last message.\n\n"
     "{commands}": (
         "<b>Bridge WhatsApp</b>\n"
         "Setiap pelanggan WhatsApp punya topik sendiri di sini. Tulis di topik itu untuk "
         "membalas: teks, foto, dokumen, video, audio, dan pesan suara akan sampai ke pelanggan. "
-        "Reaksi pada pesan Anda menunjukkan hasilnya: 🕊 diterima, 👌 terkirim, 👀 dibaca, "
-        "💔 gagal.\n"
+        "Reaksi pada pesan Anda menunjukkan hasilnya: 😴 masih menunggu, 🕊 diterima, "
+        "👌 terkirim, 👀 dibaca, 💔 gagal.\n"
         "Pesan yang diawali <code>{note}</code> adalah catatan antaroperator dan tetap di sini. "
+        "Untuk mengirim teks yang diawali “/”, tulis garis miring terbalik di depannya: "
+        "<code>\\/home</code>. "
         "Hasil edit pesan tidak sampai ke WhatsApp. Balasan bebas dapat dikirim dalam "
         "{hours:g} jam setelah pesan terakhir pelanggan.\n\n"
         "{commands}"
@@ -165,6 +168,27 @@ INDONESIAN: dict[str, str] = {
     "Unknown button.": "Tombol tidak dikenal.",
     "Only operators can retry.": "Hanya operator yang dapat mengirim ulang.",
     "Sending again.": "Sedang dikirim ulang.",
+    "Unknown message.": "Pesan tidak dikenal.",
+    "The bridge could not store this just now. Press Retry again in a moment.": (
+        "Bridge tidak dapat menyimpan ini sekarang. Tekan Coba lagi sebentar lagi."
+    ),
+    "🚫 Not sent: <code>{token}</code> is no command of this "
+    "bot, and messages starting with “/” stay in Telegram. To send text that starts "
+    "with “/”, put a backslash before it: <code>{escaped}</code> "
+    "(the customer gets it without the backslash).": (
+        "🚫 Tidak terkirim: <code>{token}</code> bukan perintah bot ini, dan pesan yang "
+        "diawali “/” tetap di Telegram. Untuk mengirim teks yang diawali “/”, tulis garis "
+        "miring terbalik di depannya: <code>{escaped}</code> (pelanggan menerimanya tanpa "
+        "garis miring terbalik)."
+    ),
+    ", until the reply window closes at {when}": (", sampai jendela balasan ditutup pada {when}"),
+    "⏳ <b>Not sent yet.</b> NusaSMS is busy or unreachable (last attempt: {reason}). "
+    "The bridge keeps trying{until}; this message and the ones after it go out "
+    "in order as soon as NusaSMS takes them.": (
+        "⏳ <b>Belum terkirim.</b> NusaSMS sedang sibuk atau tidak dapat dihubungi (percobaan "
+        "terakhir: {reason}). Bridge terus mencoba{until}; pesan ini dan pesan sesudahnya "
+        "dikirim berurutan begitu NusaSMS menerimanya."
+    ),
     "Nothing to retry: it was already sent again.": (
         "Tidak ada yang perlu dikirim ulang: pesan ini sudah dikirim lagi."
     ),
@@ -204,6 +228,11 @@ INDONESIAN: dict[str, str] = {
     ),
     # --- outbox.py: why a reply failed (shown in the notice under it) ---
     "the bridge stopped while sending it": "bridge berhenti saat pesan ini sedang dikirim",
+    "internal error after sending it": "error internal setelah pesan dikirim",
+    "internal error": "error internal",
+    "cannot fetch the file from Telegram: {error}": (
+        "berkas tidak dapat diambil dari Telegram: {error}"
+    ),
     "internal error after sending it: {error}": "error internal setelah pesan dikirim: {error}",
     "unknown room": "ruang obrolan tidak dikenal",
     "the reply window closed at {when} before it could be sent": (
