@@ -151,9 +151,11 @@ class Relay(RoomWorker):
         waiting = await self._store.waiting(room_id, self._batch)
         if not waiting:
             return
-        alone = self._alone.get(room_id, 0)
+        alone = self._alone.pop(room_id, 0)
         if alone:
             waiting = waiting[:1]
+            if alone > 1:
+                self._alone[room_id] = alone - 1
         post = render.render_posts(
             [
                 render.Inbound(m.id, m.text, datetime.fromtimestamp(m.inbox_at, UTC))
@@ -179,10 +181,6 @@ class Relay(RoomWorker):
                     (), message.message_id, self._clock(), waiting[0].id, post.part + 1
                 )
             self._unrecorded.setdefault(room_id, []).append(outcome)
-        if alone:
-            self._alone[room_id] = alone - 1
-            if alone == 1:
-                del self._alone[room_id]
         await self._record(room_id)
 
     async def _refused(
@@ -199,6 +197,7 @@ class Relay(RoomWorker):
             )
             self._alone[room_id] = len(post.ids)
             return
+        self._alone.pop(room_id, None)  # found it: the others may share posts again
         reason = exc.message
         head = f"⚠️ A message from the customer could not be shown here (Telegram said: {reason})."
         text = first.text
