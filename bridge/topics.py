@@ -88,6 +88,8 @@ class Topics:
         self._unrecorded_headers: dict[str, int] = {}
         # Rooms whose topic was reopened but is still recorded as closed.
         self._unrecorded_reopens: set[str] = set()
+        # Rooms whose topic was closed with /close but is not yet recorded as closed.
+        self._unrecorded_closes: set[str] = set()
 
     async def post(self, room_id: str, html: str, *, plain: bool = False) -> Message:
         """Post `html` (or `plain` text) into the room's topic, making or repairing the topic.
@@ -126,7 +128,9 @@ class Topics:
     async def closed(self, room_id: str) -> None:
         """An operator closed the room's topic (with /close): reopen it before the next post."""
         self._unrecorded_reopens.discard(room_id)
+        self._unrecorded_closes.add(room_id)
         await self._store.set_closed(room_id, True)
+        self._unrecorded_closes.discard(room_id)
 
     @property
     def unrecorded(self) -> int:
@@ -135,6 +139,7 @@ class Topics:
             len(self._unrecorded_topics)
             + len(self._unrecorded_headers)
             + len(self._unrecorded_reopens)
+            + len(self._unrecorded_closes)
         )
 
     async def _current(self, room_id: str) -> Room:
@@ -176,17 +181,18 @@ class Topics:
         return topic_id
 
     async def _reopen_if_closed(self, room: Room, topic_id: int) -> None:
-        if not room.closed:
-            self._unrecorded_reopens.discard(room.room_id)
+        room_id = room.room_id
+        if not (room.closed or room_id in self._unrecorded_closes):
+            self._unrecorded_reopens.discard(room_id)
             return
-        if room.room_id not in self._unrecorded_reopens:
-            log.info(
-                "reopening topic %d of room %s for the customer's message", topic_id, room.room_id
-            )
+        if room_id not in self._unrecorded_reopens:
+            log.info("reopening topic %d of room %s for the customer's message", topic_id, room_id)
             await self._reopen(topic_id)
-            self._unrecorded_reopens.add(room.room_id)
-        await self._store.set_closed(room.room_id, False)
-        self._unrecorded_reopens.discard(room.room_id)
+            self._unrecorded_reopens.add(room_id)
+            self._unrecorded_closes.discard(room_id)
+        if room.closed:
+            await self._store.set_closed(room_id, False)
+        self._unrecorded_reopens.discard(room_id)
 
     async def _reopen(self, topic_id: int) -> None:
         try:

@@ -116,6 +116,8 @@ async def test_a_write_failing_after_telegram_took_the_call_never_repeats_the_ca
     assert len(telegram.calls) - calls_before <= 2 * len(ROOMS)
     assert relay_lines(caplog) - lines_before <= 3 * len(ROOMS) + 2
     assert len(telegram.calls_of("createForumTopic")) <= len(ROOMS)
+    assert bridge._relay is not None
+    assert bridge._relay.unrecorded >= 1  # what Telegram took waits in memory for the write
     assert all(texts(telegram).count(f"pesan {r}-0") <= 1 for r in range(len(ROOMS)))
 
     writes.broken = False
@@ -277,23 +279,35 @@ class FakeTime:
         self.now += seconds
 
 
-async def test_a_huge_retry_after_pauses_the_group_at_most_the_cap_then_tries_again(
-    telegram: FakeTelegram, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    t = FakeTime()
+@contextlib.asynccontextmanager
+async def topics_on(
+    telegram: FakeTelegram, tmp_path: Path, budget: GroupBudget | None = None
+) -> AsyncIterator[tuple[Store, Topics]]:
+    """A store with one customer's message and Topics posting into the fake group."""
     store = await Store.open(tmp_path / "bridge.sqlite3")
     bot = Bot(telegram.token, base_url=telegram.base_url, base_file_url=telegram.base_file_url)
     try:
         await store.add(NewInbound("ref-1", ROOM, NUMBER, "halo", time.time(), time.time()))
-        budget = GroupBudget(20, clock=t.clock, sleep=t.sleep)
         topics = Topics(
             bot,
             store,
-            budget,
+            budget or GroupBudget(100),
             chat_id=telegram.chat_id,
             tz=ZoneInfo("Asia/Jakarta"),
             window_hours=24,
         )
+        yield store, topics
+    finally:
+        await bot.shutdown()
+        await store.close()
+
+
+async def test_a_huge_retry_after_pauses_the_group_at_most_the_cap_then_tries_again(
+    telegram: FakeTelegram, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = FakeTime()
+    budget = GroupBudget(20, clock=t.clock, sleep=t.sleep)
+    async with topics_on(telegram, tmp_path, budget) as (_store, topics):
         day = 86_400
         telegram.fail_next(
             "createForumTopic", 429, f"Too Many Requests: retry after {day}", retry_after=day
@@ -301,15 +315,59 @@ async def test_a_huge_retry_after_pauses_the_group_at_most_the_cap_then_tries_ag
 
         message = await topics.post(ROOM, "halo")
 
-        assert message.text == "halo"
-        assert t.slept == [MAX_PAUSE_SECONDS]  # not a day
-        assert MAX_PAUSE_SECONDS <= 300
-        assert any(
-            "the cap" in r.getMessage() and "86400" in r.getMessage() for r in caplog.records
-        )
-    finally:
-        await bot.shutdown()
-        await store.close()
+    assert message.text == "halo"
+    assert t.slept == [MAX_PAUSE_SECONDS]  # not a day
+    assert MAX_PAUSE_SECONDS <= 300
+    assert any("the cap" in r.getMessage() and "86400" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_close_that_could_not_be_recorded_still_reopens_before_the_next_post(
+    telegram: FakeTelegram, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with topics_on(telegram, tmp_path) as (store, topics):
+        await topics.post(ROOM, "halo")
+        [topic_id] = telegram.topics
+        await topics.bot.close_forum_topic(telegram.chat_id, topic_id)
+        writes = BrokenWrites(store, monkeypatch)
+        writes.broken = True
+        with pytest.raises(StoreError):
+            await topics.closed(ROOM)
+        writes.broken = False
+
+        await topics.post(ROOM, "lagi")
+
+        assert not telegram.topics[topic_id].closed
+        assert len(telegram.calls_of("reopenForumTopic")) == 1
+
+
+async def test_a_reopen_that_could_not_be_recorded_is_not_repeated(
+    telegram: FakeTelegram, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with topics_on(telegram, tmp_path) as (store, topics):
+        await topics.post(ROOM, "halo")
+        [topic_id] = telegram.topics
+        await topics.bot.close_forum_topic(telegram.chat_id, topic_id)
+        await topics.closed(ROOM)
+        original = store.set_closed
+
+        async def refuse(room_id: str, closed: bool) -> None:
+            raise StoreError("database write failed: database is locked")
+
+        monkeypatch.setattr(store, "set_closed", refuse)
+        with pytest.raises(StoreError):
+            await topics.post(ROOM, "satu")  # reopened at Telegram, not recorded
+        assert topics.unrecorded == 1
+        monkeypatch.setattr(store, "set_closed", original)
+
+        await topics.post(ROOM, "satu")
+        await topics.post(ROOM, "dua")
+
+        assert len(telegram.calls_of("reopenForumTopic")) == 1
+        assert [m.plain_text for m in telegram.messages_in(topic_id)][-2:] == ["satu", "dua"]
+        room = await store.room(ROOM)
+        assert room is not None
+        assert not room.closed
+        assert topics.unrecorded == 0
 
 
 async def test_a_full_window_waits_for_its_oldest_send_not_its_newest() -> None:
