@@ -143,6 +143,7 @@ class Relay(RoomWorker):
             self._attempts.pop(room.room_id, None)
             self.release(room.room_id)
             self._errors.recovered(room.room_id, "room %s posts again", room.room_id)
+            self._errors.recovered("database", "the database records posts again")
 
     async def _post_next(self, room: Room) -> None:
         room_id = room.room_id
@@ -245,18 +246,25 @@ class Relay(RoomWorker):
         self.hold(room.room_id, self._clock() + delay)
         reason = f"{type(exc).__name__}: {exc}"
         self.last_error = reason
-        self._metrics.api_errors.labels("telegram", type(exc).__name__).inc()
-        self._errors.failed(
-            room.room_id,
-            "posting room %s failed (attempt %d), retrying in %.1f s: %s",
-            room.room_id,
-            attempts + 1,
-            delay,
-            reason,
-        )
+        if isinstance(exc, TelegramError):
+            self._metrics.api_errors.labels("telegram", type(exc).__name__).inc()
+        if isinstance(exc, StoreError):
+            # One database failing fails every room alike: said once for all of them.
+            self._errors.failed(
+                "database",
+                "the database cannot record posts; rooms wait and retry only the write: %s",
+                exc,
+            )
+        else:
+            self._errors.failed(
+                room.room_id,
+                "posting room %s failed (attempt %d), retrying in %.1f s: %s",
+                room.room_id,
+                attempts + 1,
+                delay,
+                reason,
+            )
         try:
             await self._store.room_failed(room.room_id, self._clock() + delay, reason)
         except StoreError as write:
-            self._errors.failed("record", "could not record a room's failure: %s", write)
-        else:
-            self._errors.recovered("record", "failures of rooms are recorded again")
+            self._errors.failed("database", "could not record a room's failure: %s", write)

@@ -114,7 +114,7 @@ async def test_a_write_failing_after_telegram_took_the_call_never_repeats_the_ca
     # Backoff held in memory: a few tries per room, not a spin; each error said once.
     assert writes.refused < 40
     assert len(telegram.calls) - calls_before <= 2 * len(ROOMS)
-    assert relay_lines(caplog) - lines_before <= 3 * len(ROOMS) + 2
+    assert relay_lines(caplog) - lines_before <= 2  # one line for all rooms, not one a try
     assert len(telegram.calls_of("createForumTopic")) <= len(ROOMS)
     assert bridge._relay is not None
     assert bridge._relay.unrecorded >= 1  # what Telegram took waits in memory for the write
