@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # Without any wake-up the loop still looks at the queue this often.
 IDLE_POLL_SECONDS = 30.0
+# At shutdown, what Telegram took but the database has not recorded gets this long to be.
+RECORD_AT_STOP_SECONDS = 2.0
 # A refused message is shown as plain text in its notice, cut to fit one Telegram message.
 _NOTICE_TEXT_LIMIT = 3500
 
@@ -100,6 +102,25 @@ class Relay(RoomWorker):
     def unrecorded(self) -> int:
         """How many Telegram outcomes wait for the database to record them."""
         return sum(len(o) for o in self._unrecorded.values()) + self._topics.unrecorded
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """Stop; what Telegram took but the database has not recorded gets one last try.
+
+        Otherwise a restart would post it again (or make a second topic for the room).
+        """
+        await super().stop(grace)
+        try:
+            async with asyncio.timeout(RECORD_AT_STOP_SECONDS):
+                await self._topics.record()
+                for room_id in list(self._unrecorded):
+                    await self._record(room_id)
+        except (StoreError, TimeoutError) as exc:
+            log.error(
+                "stopping with %d posts or topics Telegram has but the database does not "
+                "(%s); a restart may make them again",
+                self.unrecorded,
+                exc,
+            )
 
     async def _run(self) -> None:
         await self._enabled.wait()

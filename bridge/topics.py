@@ -132,6 +132,23 @@ class Topics:
         await self._store.set_closed(room_id, True)
         self._unrecorded_closes.discard(room_id)
 
+    async def record(self) -> None:
+        """Write every outcome still only in memory; raises StoreError if the database cannot."""
+        for room_id, topic_id in list(self._unrecorded_topics.items()):
+            await self._store.set_topic(room_id, topic_id)
+            del self._unrecorded_topics[room_id]
+        for room_id, topic_id in list(self._unrecorded_headers.items()):
+            room = await self._store.room(room_id)
+            if room is not None and room.topic_id == topic_id:
+                await self._store.header_posted(room_id)
+            del self._unrecorded_headers[room_id]
+        for room_id in list(self._unrecorded_closes):
+            await self._store.set_closed(room_id, True)
+            self._unrecorded_closes.discard(room_id)
+        for room_id in list(self._unrecorded_reopens):
+            await self._store.set_closed(room_id, False)
+            self._unrecorded_reopens.discard(room_id)
+
     @property
     def unrecorded(self) -> int:
         """How many Telegram outcomes wait for the database to record them."""

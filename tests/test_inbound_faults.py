@@ -147,6 +147,38 @@ async def test_a_write_failing_after_telegram_took_the_call_never_repeats_the_ca
         assert recorded == [(message.message_id,)]
 
 
+async def test_what_telegram_took_is_recorded_at_shutdown_so_a_restart_makes_no_second_topic(
+    make_bridge: Any,
+    settings: Settings,
+    telegram: FakeTelegram,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    telegram.delay_next("createForumTopic", 0.3, times=1000)
+    await telegram.go_down()
+    first = await queue_three_rooms(make_bridge, settings, http)
+    writes = BrokenWrites(first.store, monkeypatch)
+    await telegram.come_up()
+    await telegram.wait_for(lambda: bool(telegram.calls_of("createForumTopic")), timeout=15)
+    writes.broken = True
+    relay = first._relay
+    assert relay is not None
+    await telegram.wait_for(lambda: relay.unrecorded >= 1)
+    writes.broken = False
+    await first.stop()  # while the room still waits out its backoff
+    recorded = db_rows(settings, "SELECT count(*) FROM rooms WHERE topic_id IS NOT NULL")
+    assert recorded == [(len(telegram.calls_of("createForumTopic")),)]
+
+    await make_bridge(settings)
+    for _ in range(3000):
+        if await everything_recorded(settings):
+            break
+        await asyncio.sleep(0.01)
+    assert await everything_recorded(settings)
+    assert len(telegram.calls_of("createForumTopic")) == len(ROOMS)
+    assert len(telegram.topics) == len(ROOMS)
+
+
 async def test_a_database_locked_by_another_process_after_a_post_does_not_repeat_it(
     callbacks: Callbacks, settings: Settings, telegram: FakeTelegram
 ) -> None:
