@@ -527,14 +527,6 @@ class Store:
             )
             await _room_posted(db, ids[0], now)
 
-    async def refused(self, room_id: str) -> list[tuple[int, str]]:
-        """(message id, reason) of the room's messages Telegram refused, oldest first."""
-        rows = await self._fetch(
-            "SELECT id, refused FROM inbound WHERE room_id = ? AND refused IS NOT NULL ORDER BY id",
-            (room_id,),
-        )
-        return [(r[0], r[1]) for r in rows]
-
     async def set_closed(self, room_id: str, closed: bool) -> None:
         """An operator closed the room's topic (or the bridge reopened it)."""
         await self._write("UPDATE rooms SET closed = ? WHERE room_id = ?", (int(closed), room_id))
