@@ -405,6 +405,24 @@ async def test_a_reopen_that_could_not_be_recorded_is_not_repeated(
         assert topics.unrecorded == 0
 
 
+async def test_a_closed_topic_someone_reopened_by_hand_takes_the_post(
+    telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    async with topics_on(telegram, tmp_path) as (store, topics):
+        await topics.post(ROOM, "halo")
+        [topic_id] = telegram.topics
+        await topics.bot.close_forum_topic(telegram.chat_id, topic_id)
+        await topics.closed(ROOM)
+        await topics.bot.reopen_forum_topic(telegram.chat_id, topic_id)  # in the Telegram app
+
+        await topics.post(ROOM, "lagi")  # Telegram answers TOPIC_NOT_MODIFIED to the reopen
+
+        assert [m.plain_text for m in telegram.messages_in(topic_id)][-1] == "lagi"
+        room = await store.room(ROOM)
+        assert room is not None
+        assert not room.closed
+
+
 async def test_a_full_window_waits_for_its_oldest_send_not_its_newest() -> None:
     t = FakeTime()
     budget = GroupBudget(2, 60, clock=t.clock, sleep=t.sleep)
@@ -439,3 +457,25 @@ async def test_a_room_whose_failure_cannot_be_recorded_still_backs_off(
     lines = [r.getMessage() for r in caplog.records if r.name == "bridge.relay"]
     assert sum("could not record" in line for line in lines) == 1
     assert sum("posting room" in line for line in lines) == 1
+
+
+async def test_a_room_closed_with_close_gets_no_window_reminder_or_notice(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "bridge.sqlite3")
+    try:
+        wrote = 1_000_000.0
+        await store.add(NewInbound("ref-1", ROOM, NUMBER, "halo", wrote, wrote))
+        await store.set_topic(ROOM, 42)
+        window = (wrote - 1, wrote + 1)
+        assert [r.room_id for r in await store.rooms_to_remind(*window)] == [ROOM]
+        assert [r.room_id for r in await store.rooms_just_closed(*window)] == [ROOM]
+
+        await store.set_closed(ROOM, True)
+
+        assert await store.rooms_to_remind(*window) == []
+        assert await store.rooms_just_closed(*window) == []
+        await store.set_topic(ROOM, 43)  # a new topic is an open one
+        room = await store.room(ROOM)
+        assert room is not None
+        assert not room.closed
+    finally:
+        await store.close()
