@@ -147,6 +147,8 @@ class Commands:
                 await self._topics.call(
                     lambda: self._topics.bot.close_forum_topic(self._chat_id, topic_id)
                 )
+                # Telegram lets the bot post into a closed topic: the next post must reopen it.
+                await self._topics.closed(room.room_id)
                 return None
             received, sent, last_status = await self._store.room_counts(room.room_id)
             closes = room.last_inbox_at + self._window

@@ -17,6 +17,9 @@ from collections.abc import Awaitable, Callable
 
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
+# No pause Telegram asks for holds the group longer than this; then it is tried again (and a
+# still-valid limit answers another 429). A `retry_after` of a day must not stop posting.
+MAX_PAUSE_SECONDS = 300.0
 
 
 def backoff_delay(attempts: int, rng: Callable[[], float] = random.random) -> float:
@@ -49,9 +52,11 @@ class GroupBudget:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_pause: float = MAX_PAUSE_SECONDS,
     ) -> None:
         if messages < 1 or seconds <= 0:
             raise ValueError("a budget needs at least one message in a positive window")
+        self._max_pause = max_pause
         self._slots = messages
         self._window = seconds
         self._clock = clock
@@ -102,9 +107,14 @@ class GroupBudget:
                 return
             await self._sleep(wait)
 
-    def pause(self, seconds: float) -> None:
-        """Telegram said to wait: nothing is sent to the group for `seconds`."""
+    def pause(self, seconds: float) -> float:
+        """Telegram said to wait: nothing is sent to the group for `seconds`, at most the cap.
+
+        Returns the pause actually taken.
+        """
+        seconds = min(seconds, self._max_pause)
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+        return seconds
 
     @property
     def paused_for(self) -> float:

@@ -136,6 +136,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbound ADD COLUMN queued_at REAL;
     UPDATE outbound SET queued_at = created_at WHERE state = 'queued';
     """,
+    # Closed topics are reopened before a customer message goes in (an admin bot may post into
+    # a closed topic without error); rooms take turns by when their last post went out; a
+    # message Telegram refused for good is kept, with the reason, out of the queue.
+    """
+    ALTER TABLE rooms ADD COLUMN closed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rooms ADD COLUMN last_post_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE inbound ADD COLUMN refused TEXT;
+    """,
 )
 
 # A batch bigger than this waits for the next commit; it bounds one transaction's latency.
@@ -185,6 +193,7 @@ class Room:
     last_inbox_at: float
     attempts: int
     last_error: str | None
+    closed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,12 +323,12 @@ _REPLY_COLUMNS = (
     "attempts, ref_no, status, error, display, shown"
 )
 _ROOM_COLUMNS = (
-    "room_id, sender_number, topic_id, header_pending, last_inbox_at, attempts, last_error"
+    "room_id, sender_number, topic_id, header_pending, last_inbox_at, attempts, last_error, closed"
 )
 
 
 def _room(row: sqlite3.Row | tuple[Any, ...]) -> Room:
-    return Room(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6])
+    return Room(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6], bool(row[7]))
 
 
 @dataclass(slots=True)
@@ -464,18 +473,24 @@ class Store:
 
     # --- the inbound queue ------------------------------------------------------------------
 
-    async def due_rooms(self, now: float, limit: int) -> list[Room]:
-        """Rooms with waiting messages whose backoff has passed, oldest waiting message first."""
+    async def due_rooms(self, now: float, limit: int, exclude: Iterable[str] = ()) -> list[Room]:
+        """Rooms with waiting messages whose backoff has passed, in the order of the line.
+
+        A room joins the line when its oldest waiting message arrived, and again at the back
+        after each post it got: one post per turn, so a room with many parts waiting cannot
+        keep the group's budget while a one-line message of another customer waits. Rooms
+        in `exclude` (being served, or held in memory) are left out.
+        """
         rows = await self._fetch(
             f"""
             SELECT {_ROOM_COLUMNS} FROM (
-                SELECT room_id, min(id) AS head FROM inbound
+                SELECT room_id, min(id) AS head, received_at FROM inbound
                 WHERE posted_at IS NULL GROUP BY room_id
             ) AS w JOIN rooms USING (room_id)
-            WHERE next_attempt_at <= ?
-            ORDER BY w.head LIMIT ?
+            WHERE next_attempt_at <= ? AND room_id NOT IN (SELECT value FROM json_each(?))
+            ORDER BY max(w.received_at, rooms.last_post_at), w.head LIMIT ?
             """,  # noqa: S608 - only our own column list is interpolated
-            (now, limit),
+            (now, json.dumps(sorted(exclude)), limit),
         )
         return [_room(r) for r in rows]
 
@@ -525,24 +540,39 @@ class Store:
                 "UPDATE inbound SET posted_at = ?, telegram_message_id = ? WHERE id = ?",
                 [(now, message_id, i) for i in ids],
             )
-            await db.execute(
-                """
-                UPDATE rooms SET attempts = 0, last_error = NULL, next_attempt_at = 0
-                WHERE room_id = (SELECT room_id FROM inbound WHERE id = ?)
-                """,
-                (ids[0],),
-            )
+            await _room_posted(db, ids[0], now)
 
-    async def mark_part_posted(self, inbound_id: int, parts_done: int) -> None:
+    async def mark_part_posted(
+        self, inbound_id: int, parts_done: int, now: float | None = None
+    ) -> None:
         """Remember how far a split message got, so a restart resumes instead of repeating."""
-        await self._write(
-            "UPDATE inbound SET parts_done = ? WHERE id = ?", (parts_done, inbound_id)
-        )
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE inbound SET parts_done = ? WHERE id = ?", (parts_done, inbound_id)
+            )
+            if now is not None:
+                await _room_posted(db, inbound_id, now)
+
+    async def mark_refused(
+        self, ids: Sequence[int], reason: str, notice_id: int | None, now: float
+    ) -> None:
+        """Telegram refused these messages for good: kept with the reason, out of the queue."""
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE inbound SET posted_at = ?, telegram_message_id = ?, refused = ? "
+                "WHERE id = ?",
+                [(now, notice_id, reason[:500], i) for i in ids],
+            )
+            await _room_posted(db, ids[0], now)
+
+    async def set_closed(self, room_id: str, closed: bool) -> None:
+        """An operator closed the room's topic (or the bridge reopened it)."""
+        await self._write("UPDATE rooms SET closed = ? WHERE room_id = ?", (int(closed), room_id))
 
     async def set_topic(self, room_id: str, topic_id: int | None) -> None:
-        """Bind the room to a (new) topic, which then needs its header."""
+        """Bind the room to a (new, open) topic, which then needs its header."""
         await self._write(
-            "UPDATE rooms SET topic_id = ?, header_pending = 1 WHERE room_id = ?",
+            "UPDATE rooms SET topic_id = ?, header_pending = 1, closed = 0 WHERE room_id = ?",
             (topic_id, room_id),
         )
 
@@ -845,7 +875,7 @@ class Store:
             f"""
             SELECT {_ROOM_COLUMNS} FROM rooms AS r
             WHERE last_inbox_at >= ? AND last_inbox_at < ? AND topic_id IS NOT NULL
-              AND reminded_for IS NOT last_inbox_at
+              AND NOT closed AND reminded_for IS NOT last_inbox_at
               AND NOT EXISTS (SELECT 1 FROM outbound AS o WHERE o.room_id = r.room_id
                               AND o.created_at >= r.last_inbox_at)
             """,  # noqa: S608
@@ -859,7 +889,7 @@ class Store:
             f"""
             SELECT {_ROOM_COLUMNS} FROM rooms
             WHERE last_inbox_at >= ? AND last_inbox_at < ? AND topic_id IS NOT NULL
-              AND closed_notice_for IS NOT last_inbox_at
+              AND NOT closed AND closed_notice_for IS NOT last_inbox_at
             """,  # noqa: S608
             (start, end),
         )
@@ -930,6 +960,17 @@ class Store:
     async def ping(self) -> None:
         """Raise if the database cannot be read."""
         await self._fetch("SELECT 1 FROM rooms LIMIT 1")
+
+
+async def _room_posted(db: aiosqlite.Connection, inbound_id: int, now: float) -> None:
+    """A post went into the room's topic: its failures are forgotten, its turn is over."""
+    await db.execute(
+        """
+        UPDATE rooms SET attempts = 0, last_error = NULL, next_attempt_at = 0, last_post_at = ?
+        WHERE room_id = (SELECT room_id FROM inbound WHERE id = ?)
+        """,
+        (now, inbound_id),
+    )
 
 
 async def _configure(db: aiosqlite.Connection, synchronous: str) -> None:

@@ -36,6 +36,11 @@ INDONESIAN: dict[str, str] = {
     ),
     "(cont. {part}/{parts})": "(lanjutan {part}/{parts})",
     "(part 1/{parts})": "(bagian 1/{parts})",
+    # --- relay.py: a customer message Telegram refused for good ---
+    "⚠️ A message from the customer could not be shown here (Telegram said: {reason}).": (
+        "⚠️ Sebuah pesan dari pelanggan tidak dapat ditampilkan di sini (kata Telegram: {reason})."
+    ),
+    "{notice} Its text:\n\n{text}": "{notice} Isi teksnya:\n\n{text}",
     # --- reminders.py: the reply window ---
     "⏳ The customer's message is unanswered and the reply window closes at "
     "{when} (in {minutes:.0f} min).": (

@@ -1,7 +1,12 @@
 """Each WhatsApp room has one topic in the forum group: created, reopened, recreated here.
 
 Every post into the group goes through `Topics.post`, which keeps Telegram's shared budget,
-waits exactly as long as a 429 asks, and repairs a topic someone closed or deleted.
+waits as long as a 429 asks (up to a cap), and repairs a topic someone closed or deleted.
+
+What Telegram did is remembered in memory until the database has recorded it: a topic
+created, a header posted, a topic reopened. A write that fails after a successful call is
+retried on its own later; the call is never repeated blindly (a second topic for a room, a
+second header).
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ def is_topic_closed(exc: BadRequest) -> bool:
     return "topic_closed" in exc.message.lower()
 
 
+def is_not_modified(exc: BadRequest) -> bool:
+    """Telegram says the topic already is as asked (e.g. reopening an open topic)."""
+    return "topic_not_modified" in exc.message.lower()
+
+
 def retry_after_seconds(exc: RetryAfter) -> float:
     """`retry_after` as seconds, whichever type this PTB version hands out."""
     with warnings.catch_warnings():
@@ -73,23 +83,37 @@ class Topics:
         self._clock = clock
         # Told when Telegram says the group now lives under another id.
         self.on_migrated: Callable[[int], Awaitable[None]] = _ignore_migration
+        # Done at Telegram, not yet recorded: room -> topic created / topic with its header.
+        self._unrecorded_topics: dict[str, int] = {}
+        self._unrecorded_headers: dict[str, int] = {}
+        # Rooms whose topic was reopened but is still recorded as closed.
+        self._unrecorded_reopens: set[str] = set()
+        # Rooms whose topic was closed with /close but is not yet recorded as closed.
+        self._unrecorded_closes: set[str] = set()
 
-    async def post(self, room_id: str, html: str) -> Message:
-        """Post `html` into the room's topic, making or repairing the topic as needed."""
+    async def post(self, room_id: str, html: str, *, plain: bool = False) -> Message:
+        """Post `html` (or `plain` text) into the room's topic, making or repairing the topic.
+
+        A topic an operator closed with /close is reopened first: a bot allowed to manage
+        topics may post into a closed topic without any error, and nobody would notice.
+        """
         room = await self._current(room_id)
         topic_id = await self._ready_topic(room)
+        await self._reopen_if_closed(room, topic_id)
         try:
-            return await self._send(topic_id, html)
+            return await self._send(topic_id, html, plain=plain)
         except BadRequest as exc:
             if is_topic_closed(exc):
+                # Closed where the bridge did not see it (the Telegram app), and this bot
+                # may not post into closed topics.
                 log.info("topic %d of room %s was closed; reopening", topic_id, room_id)
-                await self._call(lambda: self._bot.reopen_forum_topic(self._chat_id, topic_id))
-                return await self._send(topic_id, html)
+                await self._reopen(topic_id)
+                return await self._send(topic_id, html, plain=plain)
             if is_topic_gone(exc):
                 log.info("topic %d of room %s is gone; making a new one", topic_id, room_id)
                 await self._store.set_topic(room_id, None)
                 topic_id = await self._ready_topic(await self._current(room_id))
-                return await self._send(topic_id, html)
+                return await self._send(topic_id, html, plain=plain)
             raise
 
     async def prepare(self, room_id: str) -> None:
@@ -101,6 +125,40 @@ class Topics:
         await self._ready_topic(await self._current(room_id))
         await self._budget.ready()
 
+    async def closed(self, room_id: str) -> None:
+        """An operator closed the room's topic (with /close): reopen it before the next post."""
+        self._unrecorded_reopens.discard(room_id)
+        self._unrecorded_closes.add(room_id)
+        await self._store.set_closed(room_id, True)
+        self._unrecorded_closes.discard(room_id)
+
+    async def record(self) -> None:
+        """Write every outcome still only in memory; raises StoreError if the database cannot."""
+        for room_id, topic_id in list(self._unrecorded_topics.items()):
+            await self._store.set_topic(room_id, topic_id)
+            del self._unrecorded_topics[room_id]
+        for room_id, topic_id in list(self._unrecorded_headers.items()):
+            room = await self._store.room(room_id)
+            if room is not None and room.topic_id == topic_id:
+                await self._store.header_posted(room_id)
+            del self._unrecorded_headers[room_id]
+        for room_id in list(self._unrecorded_closes):
+            await self._store.set_closed(room_id, True)
+            self._unrecorded_closes.discard(room_id)
+        for room_id in list(self._unrecorded_reopens):
+            await self._store.set_closed(room_id, False)
+            self._unrecorded_reopens.discard(room_id)
+
+    @property
+    def unrecorded(self) -> int:
+        """How many Telegram outcomes wait for the database to record them."""
+        return (
+            len(self._unrecorded_topics)
+            + len(self._unrecorded_headers)
+            + len(self._unrecorded_reopens)
+            + len(self._unrecorded_closes)
+        )
+
     async def _current(self, room_id: str) -> Room:
         room = await self._store.room(room_id)
         if room is None:
@@ -108,34 +166,64 @@ class Topics:
         return room
 
     async def _ready_topic(self, room: Room) -> int:
+        room_id = room.room_id
         topic_id = room.topic_id
         if topic_id is None:
-            topic = await self._call(
-                lambda: self._bot.create_forum_topic(
-                    self._chat_id, render.topic_name(room.sender_number)
+            topic_id = self._unrecorded_topics.get(room_id)
+            if topic_id is None:
+                topic = await self._call(
+                    lambda: self._bot.create_forum_topic(
+                        self._chat_id, render.topic_name(room.sender_number)
+                    )
                 )
-            )
-            topic_id = topic.message_thread_id
-            await self._store.set_topic(room.room_id, topic_id)
-            log.info("room %s has a new topic %d", room.room_id, topic_id)
+                topic_id = self._unrecorded_topics[room_id] = topic.message_thread_id
+                log.info("room %s has a new topic %d", room_id, topic_id)
+            await self._store.set_topic(room_id, topic_id)
+            del self._unrecorded_topics[room_id]
         elif not room.header_pending:
             return topic_id
-        header = render.header_html(
-            number=room.sender_number,
-            room_id=room.room_id,
-            window_closes_at=datetime.fromtimestamp(room.last_inbox_at + self._window_seconds, UTC),
-            tz=self._tz,
-        )
-        await self._send(topic_id, header)
-        await self._store.header_posted(room.room_id)
+        if self._unrecorded_headers.get(room_id) != topic_id:
+            header = render.header_html(
+                number=room.sender_number,
+                room_id=room_id,
+                window_closes_at=datetime.fromtimestamp(
+                    room.last_inbox_at + self._window_seconds, UTC
+                ),
+                tz=self._tz,
+            )
+            await self._send(topic_id, header)
+            self._unrecorded_headers[room_id] = topic_id
+        await self._store.header_posted(room_id)
+        self._unrecorded_headers.pop(room_id, None)
         return topic_id
 
-    async def _send(self, topic_id: int, html: str) -> Message:
+    async def _reopen_if_closed(self, room: Room, topic_id: int) -> None:
+        room_id = room.room_id
+        if not (room.closed or room_id in self._unrecorded_closes):
+            self._unrecorded_reopens.discard(room_id)
+            return
+        if room_id not in self._unrecorded_reopens:
+            log.info("reopening topic %d of room %s for the customer's message", topic_id, room_id)
+            await self._reopen(topic_id)
+            self._unrecorded_reopens.add(room_id)
+            self._unrecorded_closes.discard(room_id)
+        if room.closed:
+            await self._store.set_closed(room_id, False)
+        self._unrecorded_reopens.discard(room_id)
+
+    async def _reopen(self, topic_id: int) -> None:
+        try:
+            await self._call(lambda: self._bot.reopen_forum_topic(self._chat_id, topic_id))
+        except BadRequest as exc:
+            if not is_not_modified(exc):  # already open: someone reopened it by hand
+                raise
+
+    async def _send(self, topic_id: int, html: str, *, plain: bool = False) -> Message:
         return await self._call(
             lambda: self._bot.send_message(
                 self._chat_id,
                 html,
-                parse_mode=ParseMode.HTML,
+                parse_mode=None if plain else ParseMode.HTML,
                 message_thread_id=topic_id,
                 link_preview_options=_NO_PREVIEW,
             )
@@ -189,9 +277,17 @@ class Topics:
                 raise
             except RetryAfter as exc:
                 self._budget.release(slot)
-                seconds = retry_after_seconds(exc)
-                log.warning("Telegram asks to wait %.0f s (group budget)", seconds)
-                self._budget.pause(seconds)
+                asked = retry_after_seconds(exc)
+                seconds = self._budget.pause(asked)
+                if seconds < asked:
+                    log.warning(
+                        "Telegram asks to wait %.0f s; pausing the group for %.0f s (the cap), "
+                        "then trying again",
+                        asked,
+                        seconds,
+                    )
+                else:
+                    log.warning("Telegram asks to wait %.0f s (group budget)", seconds)
                 continue
             finally:
                 self._budget.finish(slot)

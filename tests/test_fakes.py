@@ -294,20 +294,40 @@ async def test_delete_forum_topic_marks_topic_and_its_messages_deleted(
     assert all(m.deleted for m in tg.messages_in(thread_id))
 
 
-async def test_closed_topic_refuses_messages_until_reopened(tg: FakeTelegram, bot: Bot) -> None:
+async def test_an_admin_bot_posts_into_a_closed_topic_without_error(
+    tg: FakeTelegram, bot: Bot
+) -> None:
     thread_id = await new_topic(bot, tg)
     tg.close_topic(thread_id)
+
+    # As on real Telegram: Manage topics lets the bot write where members no longer can.
+    sent = await bot.send_message(tg.chat_id, "halo", message_thread_id=thread_id)
+
+    assert sent.message_thread_id == thread_id
+    assert tg.topics[thread_id].closed
+    assert [m.plain_text for m in tg.messages_in(thread_id)] == ["halo"]
+
+
+async def test_closed_topic_refuses_a_bot_without_manage_topics_until_reopened(
+    tg: FakeTelegram, bot: Bot
+) -> None:
+    thread_id = await new_topic(bot, tg)
+    tg.close_topic(thread_id)
+    tg.can_manage_topics = False
 
     with pytest.raises(BadRequest) as caught:
         await bot.send_message(tg.chat_id, "halo", message_thread_id=thread_id)
     # PTB strips "Bad Request: " and capitalizes: "TOPIC_CLOSED" becomes "Topic_closed".
     assert caught.value.message == "Topic_closed"
 
+    tg.can_manage_topics = True
     assert await bot.reopen_forum_topic(tg.chat_id, thread_id)
+    tg.can_manage_topics = False
     await bot.send_message(tg.chat_id, "halo", message_thread_id=thread_id)
+    assert not tg.topics[thread_id].closed
+    tg.can_manage_topics = True
     with pytest.raises(BadRequest, match=r"(?i)topic_not_modified"):
         await bot.reopen_forum_topic(tg.chat_id, thread_id)
-    assert not tg.topics[thread_id].closed
 
 
 async def test_close_and_edit_topic_through_the_api(tg: FakeTelegram, bot: Bot) -> None:

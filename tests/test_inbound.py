@@ -171,11 +171,39 @@ async def test_deleted_topic_is_recreated_and_posting_goes_on(
     assert text == "kedua"
 
 
-async def test_closed_topic_is_reopened(callbacks: Callbacks, telegram: FakeTelegram) -> None:
+async def test_topic_closed_with_close_is_reopened_before_the_customers_next_message(
+    callbacks: Callbacks, telegram: FakeTelegram, settings: Settings
+) -> None:
+    await callbacks.inbox(inbox_body("ref-1", "pertama"))
+    await telegram.wait_for(lambda: len(telegram.messages) >= 2)
+    [topic_id] = list(telegram.topics)
+    telegram.operator_message(
+        thread_id=topic_id,
+        text="/close",
+        entities=[{"type": "bot_command", "offset": 0, "length": 6}],
+    )
+    await telegram.wait_for(lambda: telegram.topics[topic_id].closed)
+    await telegram.wait_for(lambda: db_rows(settings, "SELECT closed FROM rooms") == [(1,)])
+
+    await callbacks.inbox(inbox_body("ref-2", "kedua"))
+    await telegram.wait_for(lambda: texts_in(telegram, topic_id)[-1:] == ["kedua"])
+    # The bot could post into the closed topic without error; it reopened it first.
+    assert not telegram.topics[topic_id].closed
+    methods = [c.method for c in telegram.calls if c.method in ("reopenForumTopic", "sendMessage")]
+    assert methods[-2:] == ["reopenForumTopic", "sendMessage"]
+    assert len(telegram.topics) == 1
+    await telegram.wait_for(lambda: db_rows(settings, "SELECT closed FROM rooms") == [(0,)])
+
+
+async def test_topic_closed_where_the_bridge_cannot_see_it_is_reopened_on_refusal(
+    callbacks: Callbacks, telegram: FakeTelegram
+) -> None:
     await callbacks.inbox(inbox_body("ref-1", "pertama"))
     await telegram.wait_for(lambda: len(telegram.messages) >= 2)
     [topic_id] = list(telegram.topics)
     telegram.close_topic(topic_id)
+    # As Telegram answers a bot that may not post into closed topics.
+    telegram.fail_next("sendMessage", 400, "Bad Request: TOPIC_CLOSED")
 
     await callbacks.inbox(inbox_body("ref-2", "kedua"))
     await telegram.wait_for(lambda: texts_in(telegram, topic_id)[-1:] == ["kedua"])

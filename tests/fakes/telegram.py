@@ -33,8 +33,9 @@ What the fake models, and the rules it enforces:
   with ``409 Conflict``. ``allowed_updates`` is remembered across calls; until set, the
   ``chat_member``, ``message_reaction`` and ``message_reaction_count`` updates are not
   delivered (they are dropped, as Telegram never creates them).
-* Closed topics refuse ``sendMessage`` with ``TOPIC_CLOSED``. (Real Telegram lets admins
-  with ``can_manage_topics`` still post there; this fake is stricter on purpose.)
+* Closed topics, as on real Telegram: a bot that is an administrator with
+  ``can_manage_topics`` posts into them without any error (the topic stays closed); any
+  other bot gets ``400 Bad Request: TOPIC_CLOSED``.
 """
 
 from __future__ import annotations
@@ -864,7 +865,7 @@ class FakeTelegram(LoopbackServer):
         topic = self.topics.get(thread_id) if isinstance(thread_id, int) else None
         if topic is None or topic.deleted or not self.is_forum:
             raise _bad("message thread not found")
-        if topic.closed:
+        if topic.closed and not (self.bot_is_admin and self.can_manage_topics):
             raise _bad("TOPIC_CLOSED")
         return topic.thread_id
 
