@@ -142,7 +142,12 @@ COMMIT_TIMEOUT_SECONDS = 10.0
 
 
 class StoreError(Exception):
-    """The database could not be opened or written."""
+    """The database could not be opened or written; `fix` says what a person can do."""
+
+    def __init__(self, problem: str, *, fix: str = "") -> None:
+        super().__init__(f"{problem}: {fix}" if fix else problem)
+        self.problem = problem
+        self.fix = fix
 
 
 class SchemaTooNewError(StoreError):
@@ -153,7 +158,9 @@ class DatabaseInUseError(StoreError):
     """Another bridge process holds the database's instance lock."""
 
 
-# Said after every database that is there but cannot be read as ours.
+# What to do about an unusable storage.path, and about a database that is there but
+# cannot be read as ours.
+_FIX_PATH = "set storage.path to a file in a folder this user may write to"
 _RESTORE = "restore it from a backup, or move it away to start with an empty database"
 
 
@@ -178,7 +185,8 @@ class InstanceLock:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise StoreError(
-                f"cannot create the lock file {path} ({exc.strerror}): {_FIX_PATH}"
+                f"cannot create the lock file {path} ({exc.strerror})",
+                fix=_FIX_PATH,
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -186,11 +194,11 @@ class InstanceLock:
             holder = _read_pid(fd)
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise StoreError(f"cannot lock {path} ({exc.strerror}): {_FIX_PATH}") from None
+                raise StoreError(f"cannot lock {path} ({exc.strerror})", fix=_FIX_PATH) from None
             raise DatabaseInUseError(
                 f"database {database} is in use by another bridge"
-                f"{f' (process {holder})' if holder else ''}: stop that one first, or give "
-                "this one its own storage.path"
+                + (f" (process {holder})" if holder else ""),
+                fix="stop that one first, or give this one its own storage.path",
             ) from None
         # Who holds it, for the message a second instance prints.
         os.ftruncate(fd, 0)
@@ -204,9 +212,6 @@ class InstanceLock:
             self._fd = None
 
 
-_FIX_PATH = "set storage.path to a file in a folder this user may write to"
-
-
 def _read_pid(fd: int) -> str:
     with contextlib.suppress(OSError):
         text = os.pread(fd, 32, 0).decode(errors="replace").strip()
@@ -218,7 +223,7 @@ def _read_pid(fd: int) -> str:
 def _prepare_folder(database: Path) -> None:
     """Create the database's folder; StoreError saying what is wrong with the path if not."""
     if database.is_dir():
-        raise StoreError(f"storage.path {database} is a folder, not a file: {_FIX_PATH}")
+        raise StoreError(f"storage.path {database} is a folder, not a file", fix=_FIX_PATH)
     try:
         database.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -226,22 +231,25 @@ def _prepare_folder(database: Path) -> None:
             (p for p in (database.parent, *database.parent.parents) if p.exists()), database
         )
         raise StoreError(
-            f"cannot create the folder of database {database}: {blocker} is a file, not a "
-            f"folder: {_FIX_PATH}"
+            f"cannot create the folder of database {database}: {blocker} is a file, not a folder",
+            fix=_FIX_PATH,
         ) from None
     except OSError as exc:
         raise StoreError(
-            f"cannot create the folder {database.parent} ({exc.strerror}): {_FIX_PATH}"
+            f"cannot create the folder {database.parent} ({exc.strerror})",
+            fix=_FIX_PATH,
         ) from None
 
 
-def _cannot_open(database: Path, exc: sqlite3.Error) -> str:
+def _cannot_open(database: Path, exc: sqlite3.Error) -> StoreError:
     text = str(exc)
     if isinstance(exc, sqlite3.DatabaseError) and (
         "not a database" in text or "malformed" in text or "corrupt" in text
     ):
-        return f"database {database} is damaged or not an SQLite database ({text}): {_RESTORE}"
-    return f"cannot open database {database} ({text}): {_FIX_PATH}"
+        return StoreError(
+            f"database {database} is damaged or not an SQLite database ({text})", fix=_RESTORE
+        )
+    return StoreError(f"cannot open database {database} ({text})", fix=_FIX_PATH)
 
 
 def inspect_database(database: Path) -> str:
@@ -251,38 +259,39 @@ def inspect_database(database: Path) -> str:
     this bridge knows and its tables can be read.
     """
     if database.is_dir():
-        raise StoreError(f"storage.path {database} is a folder, not a file: {_FIX_PATH}")
+        raise StoreError(f"storage.path {database} is a folder, not a file", fix=_FIX_PATH)
     existing = next((p for p in database.parents if p.exists()), None)
     if existing is None or not existing.is_dir():
-        raise StoreError(f"the folder of database {database} cannot be created: {_FIX_PATH}")
+        raise StoreError(f"the folder of database {database} cannot be created", fix=_FIX_PATH)
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise StoreError(f"this user may not write in {existing}: {_FIX_PATH}")
+        raise StoreError(f"this user may not write in {existing}", fix=_FIX_PATH)
     if not database.exists():
         return f"{database} (a new database will be created)"
     if not os.access(database, os.R_OK | os.W_OK):
-        raise StoreError(f"this user may not write {database}: {_FIX_PATH}")
+        raise StoreError(f"this user may not write {database}", fix=_FIX_PATH)
     try:
         db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
         try:
             db.execute("PRAGMA busy_timeout = 2000")
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
             if version > len(MIGRATIONS):
-                raise SchemaTooNewError(_too_new(database, version))
+                raise _too_new(database, version)
             for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
                 # Names from sqlite_master: our own schema's tables.
                 db.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchall()  # noqa: S608
         finally:
             db.close()
     except sqlite3.Error as exc:
-        raise StoreError(_cannot_open(database, exc)) from exc
+        raise _cannot_open(database, exc) from exc
     return f"{database} (schema version {version} of {len(MIGRATIONS)})"
 
 
-def _too_new(database: Path | str, version: int) -> str:
-    return (
+def _too_new(database: Path | str, version: int) -> SchemaTooNewError:
+    return SchemaTooNewError(
         f"database {database} has schema version {version}, newer than this bridge knows "
-        f"({len(MIGRATIONS)}): upgrade the bridge instead of downgrading it (or restore a "
-        "backup made by this version)"
+        f"({len(MIGRATIONS)})",
+        fix="upgrade the bridge instead of downgrading it (or restore a backup made by this "
+        "version)",
     )
 
 
@@ -468,7 +477,7 @@ class Store:
             for connection in opened:
                 await connection.close()
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(_cannot_open(path, exc)) from exc
+                raise _cannot_open(path, exc) from exc
             raise
         store = cls(writer, reader)
         store._committer = asyncio.create_task(store._commit_loop(), name="store-group-commit")
@@ -957,7 +966,9 @@ class Store:
 async def _configure(db: aiosqlite.Connection, synchronous: str) -> None:
     mode = await db.execute_fetchall("PRAGMA journal_mode = WAL")
     if next(iter(mode))[0].lower() != "wal":
-        raise StoreError("the database does not support WAL (a network file system?): " + _FIX_PATH)
+        raise StoreError(
+            "the database does not support WAL (a network file system?)", fix=_FIX_PATH
+        )
     await db.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
     await db.execute("PRAGMA foreign_keys = ON")
     # A locked database must answer callbacks 503 quickly, not hang the request.
@@ -975,7 +986,7 @@ async def _migrate(db: aiosqlite.Connection, path: Path | str = "") -> None:
     rows = await db.execute_fetchall("PRAGMA user_version")
     version = next(iter(rows))[0]
     if version > len(MIGRATIONS):
-        raise SchemaTooNewError(_too_new(path, version))
+        raise _too_new(path, version)
     for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
         log.info("migrating database to schema version %d", number)
         await db.execute("BEGIN IMMEDIATE")
