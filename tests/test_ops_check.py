@@ -86,13 +86,14 @@ async def test_check_passes_with_a_checklist_and_exit_0(
     assert checked.code == 0, checked.output
     assert checked.lines == [
         "✔ configuration: valid",
+        f"✔ storage: {tmp_path / 'bridge.sqlite3'} (a new database will be created)",
         "✔ NusaSMS API key: accepted (user bridge-test)",
         "✔ NusaSMS balance: hlr_balance 100, pulsa_balance 50000, sim_balance 100, "
         "sms_balance 1000, wa_balance 5000",
         "✔ Telegram bot token: accepted",
         "✔ Telegram group is a forum: @bridge_test_bot in forum 'Bridge Test Group'",
         "✔ bot may manage topics: administrator with 'Manage topics'",
-        "6 passed, 0 failed",
+        "7 passed, 0 failed",
     ]
     assert_no_secrets(checked, nusasms.api_key, telegram.token)
 
@@ -109,7 +110,7 @@ async def test_check_with_a_wrong_api_key_exits_1_with_a_fix(
     assert "NUSASMS_API_KEY" in fix
     assert "Whitelist" in fix
     assert "✔ Telegram bot token: accepted" in checked.lines  # the other side is still checked
-    assert checked.lines[-1] == "4 passed, 1 failed"
+    assert checked.lines[-1] == "5 passed, 1 failed"
     assert_no_secrets(checked, WRONG_KEY, telegram.token)
 
 
