@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from telegram import BotCommandScopeChat, Update
@@ -118,6 +119,8 @@ class Bridge:
             )
         except StoreError as exc:
             raise StartupError(str(exc)) from exc
+        if s.nusasms.media_mode == "url":
+            _prepare_media_folder(s.storage.media_path)
         self._nusasms = NusaSMSClient(
             s.nusasms.api_key.get_secret_value(),
             base_url=s.nusasms.base_url,
@@ -575,6 +578,22 @@ def _seconds(value: float | object) -> float:
     """A retry_after as seconds (PTB gives an int or a timedelta, by version and setting)."""
     total = getattr(value, "total_seconds", None)
     return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]
+
+
+def _prepare_media_folder(folder: Path) -> None:
+    """Create the folder for media links' files now, not at the first file an operator sends."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StartupError(
+            f"cannot create the media folder {folder}: a file is in the way: set "
+            "storage.media_dir to a folder this user may write to"
+        ) from None
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create the media folder {folder} ({exc.strerror}): set storage.media_dir "
+            "to a folder this user may write to"
+        ) from None
 
 
 def _nothing() -> None:

@@ -282,6 +282,19 @@ async def test_a_database_that_cannot_be_opened_stops_with_one_line_and_exit_2(
     assert "Traceback" not in log
 
 
+async def test_a_media_folder_that_cannot_be_created_stops_with_one_line_and_exit_2(
+    bridge_process: Callable[[], BridgeProcess], config_data: dict[str, Any], tmp_path: Path
+) -> None:
+    (tmp_path / "blocker").write_text("a file where the media folder should be")
+    config_data["storage"]["media_dir"] = str(tmp_path / "blocker" / "media")
+    code, log = await run_to_exit(bridge_process())
+    assert code == 2, log
+    [line] = error_lines(log)
+    assert f"cannot create the media folder {tmp_path / 'blocker' / 'media'}" in line
+    assert "storage.media_dir" in line
+    assert "Traceback" not in log
+
+
 async def test_the_start_up_error_line_is_json_with_json_logging(
     bridge_process: Callable[[], BridgeProcess], config_data: dict[str, Any], tmp_path: Path
 ) -> None:
