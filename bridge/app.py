@@ -54,7 +54,8 @@ RECHECK_MAX_SECONDS = 60.0
 SHUTDOWN_GRACE_SECONDS = 4.0
 # The whole shutdown, whatever hangs: the README promises an exit within 10 s of SIGTERM.
 SHUTDOWN_LIMIT_SECONDS = 8.0
-# One getUpdates long poll; a shutdown cancels it rather than waiting for its answer.
+# One getUpdates long poll (PTB adds it to the read timeout); a shutdown cancels it rather
+# than waiting for its answer.
 POLL_SECONDS = 10
 # The last getUpdates that confirms fetched updates may take this long at shutdown.
 CONFIRM_UPDATES_SECONDS = 1.0
@@ -414,7 +415,15 @@ class Bridge:
         self._checks.clear()
         # Each part gets its own grace period, side by side: callbacks in flight are
         # committed, operators' updates being handled finish, posts in flight finish.
-        await asyncio.gather(self._stop_http(), self._stop_telegram(), self._stop_workers())
+        parts = ("HTTP server", "Telegram updates", "workers")
+        results = await asyncio.gather(
+            self._stop_http(), self._stop_telegram(), self._stop_workers(), return_exceptions=True
+        )
+        for part, result in zip(parts, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                log.error("stopping the %s failed", part, exc_info=result)
 
     async def _stop_http(self) -> None:
         if self._runner is not None:
@@ -495,7 +504,6 @@ class _UpdatePoller(Worker):
                     offset=self._offset,
                     timeout=POLL_SECONDS,
                     allowed_updates=ALLOWED_UPDATES,
-                    read_timeout=POLL_SECONDS + 5,
                 )
             except RetryAfter as exc:
                 delay = min(_seconds(exc.retry_after) + 0.5, RECHECK_MAX_SECONDS)
