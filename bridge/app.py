@@ -1,22 +1,26 @@
 """The composition root: builds every part of the bridge and runs them as one service.
 
-Only this module sees every part. Start-up order: database, first checks of both services
-(rejected credentials stop here), HTTP server, workers. Shutdown runs the other way round
-and finishes within 10 seconds.
+Only this module sees every part. Start-up order: the instance lock, the database, the HTTP
+server (callbacks are stored whatever the services do), then the first checks of both
+services side by side (rejected credentials stop here, exit code 2), then the workers.
+Shutdown stops accepting, lets work in flight finish and closes everything within 10 s;
+SIGTERM is honoured in every phase, start-up included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 from telegram import BotCommandScopeChat, Update
-from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
 from bridge import preflight, texts
@@ -37,7 +41,7 @@ from bridge.reminders import WindowReminders
 from bridge.replies import Replies, fetch_file
 from bridge.retention import Retention
 from bridge.server import build_app
-from bridge.store import Store
+from bridge.store import InstanceLock, Store, StoreError
 from bridge.topics import Topics
 from bridge.workers import Worker
 
@@ -47,7 +51,20 @@ log = logging.getLogger(__name__)
 # A first check that takes longer than this lets the bridge start and retry in the background.
 FIRST_CHECK_TIMEOUT_SECONDS = 15.0
 RECHECK_MAX_SECONDS = 60.0
+# Callbacks in flight when shutdown begins get this long to be committed and answered.
 SHUTDOWN_GRACE_SECONDS = 4.0
+# The whole shutdown, whatever hangs: the README promises an exit within 10 s of SIGTERM.
+SHUTDOWN_LIMIT_SECONDS = 8.0
+# One getUpdates long poll (PTB adds it to the read timeout); a shutdown cancels it rather
+# than waiting for its answer.
+POLL_SECONDS = 10
+# The last getUpdates that confirms fetched updates may take this long at shutdown.
+CONFIRM_UPDATES_SECONDS = 1.0
+ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
+
+
+class StartupError(Exception):
+    """Something a person must fix stops start-up (database, storage path, port); says what."""
 
 
 class Bridge:
@@ -57,6 +74,7 @@ class Bridge:
         self.settings = settings
         self._clock = clock
         self._store: Store | None = None
+        self._lock: InstanceLock | None = None
         self._runner: web.AppRunner | None = None
         self._nusasms: NusaSMSClient | None = None
         self._telegram: Application | None = None  # type: ignore[type-arg]
@@ -69,6 +87,7 @@ class Bridge:
         self._workers: list[Worker] = []
         self._unredact: Callable[[], None] = _nothing
         self._polling = False
+        self._poller: _UpdatePoller | None = None
         self._checks: list[asyncio.Task[None]] = []
         self.health: Health | None = None
         self.port: int | None = None
@@ -81,7 +100,8 @@ class Bridge:
         return self._store
 
     async def start(self) -> None:
-        """Bring everything up; raise `preflight.Rejected` if a service refuses us."""
+        """Bring everything up; raise `preflight.Rejected` if a service refuses us and
+        `StartupError` for what else a person must fix. Cancelling it stops what was started."""
         try:
             await self._start()
         except BaseException:
@@ -93,7 +113,17 @@ class Bridge:
         texts.use(s.telegram.language)
         tz = s.nusasms.tz
         self._unredact = redact_loggers(s.secrets())
-        self._store = store = await Store.open(s.storage.path, synchronous=s.storage.synchronous)
+        log.info("database %s", s.storage.path)
+        try:
+            if str(s.storage.path) != ":memory:":
+                self._lock = InstanceLock.acquire(s.storage.path)
+            self._store = store = await Store.open(
+                s.storage.path, synchronous=s.storage.synchronous
+            )
+        except StoreError as exc:
+            raise StartupError(str(exc)) from exc
+        if s.nusasms.media_mode == "url":
+            _prepare_media_folder(s.storage.media_path)
         self._nusasms = NusaSMSClient(
             s.nusasms.api_key.get_secret_value(),
             base_url=s.nusasms.base_url,
@@ -104,6 +134,8 @@ class Bridge:
             .token(s.telegram.bot_token.get_secret_value())
             .base_url(s.telegram.api_base_url)
             .base_file_url(s.telegram.api_file_url)
+            # Our own poller: it stops at once, where PTB's Updater waits for a last getUpdates.
+            .updater(None)
             .build()
         )
         bot = self._telegram.bot
@@ -208,10 +240,28 @@ class Bridge:
                 Retention(store, retention_days=s.storage.retention_days, clock=self._clock)
             )
         self._add_handlers(self._telegram)
+        self._poller = _UpdatePoller(self._telegram, on_error=self._polling_error)
 
-        await self._first_check("NusaSMS", health.nusasms, self._check_nusasms)
-        await self._first_check("Telegram", health.telegram, self._check_telegram)
+        # The port opens before any service is asked anything: a service that accepts
+        # connections but never answers must not keep NusaSMS's callbacks out.
+        await self._listen(intake, health, media, metrics)
+        try:
+            async with asyncio.TaskGroup() as checks:
+                checks.create_task(
+                    self._first_check("NusaSMS", health.nusasms, self._check_nusasms)
+                )
+                checks.create_task(
+                    self._first_check("Telegram", health.telegram, self._check_telegram)
+                )
+        except* preflight.Rejected as rejected:
+            raise rejected.exceptions[0] from None
+        for worker in self._workers:
+            worker.start()
 
+    async def _listen(
+        self, intake: Intake, health: Health, media: MediaLibrary | None, metrics: Metrics
+    ) -> None:
+        s = self.settings
         self._runner = web.AppRunner(
             build_app(
                 intake=intake,
@@ -225,10 +275,19 @@ class Bridge:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.server.host, s.server.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            where = f"{s.server.host}:{s.server.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"cannot listen on {where}: the port is in use by another program: stop it "
+                    "or change server.port"
+                ) from exc
+            raise StartupError(
+                f"cannot listen on {where} ({exc.strerror}): check server.host and server.port"
+            ) from exc
         self.port = self._bound_port()
-        for worker in self._workers:
-            worker.start()
         log.info("bridge listening on %s:%s", s.server.host, self.port)
 
     def _bound_port(self) -> int | None:
@@ -297,12 +356,9 @@ class Bridge:
                 bot_commands(), scope=BotCommandScopeChat(self.settings.telegram.chat_id)
             )
             await self._telegram.start()
-            assert self._telegram.updater is not None
-            await self._telegram.updater.start_polling(
-                allowed_updates=["message", "edited_message", "callback_query"],
-                error_callback=self._polling_error,
-            )
             self._polling = True
+            assert self._poller is not None
+            self._poller.start()
         self._relay.enable()
         return described
 
@@ -346,28 +402,59 @@ class Bridge:
         application.add_error_handler(on_error)
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight work finish, close everything."""
+        """Stop accepting, let in-flight work finish, close everything.
+
+        Whatever hangs, the clients, the database and the instance lock are closed at the
+        end, also when the caller's time limit cancels this half-way.
+        """
+        try:
+            await self._wind_down()
+        finally:
+            await self._close()
+
+    async def _wind_down(self) -> None:
         for task in self._checks:
             task.cancel()
         await asyncio.gather(*self._checks, return_exceptions=True)
         self._checks.clear()
+        # Each part gets its own grace period, side by side: callbacks in flight are
+        # committed, operators' updates being handled finish, posts in flight finish.
+        parts = ("HTTP server", "Telegram updates", "workers")
+        results = await asyncio.gather(
+            self._stop_http(), self._stop_telegram(), self._stop_workers(), return_exceptions=True
+        )
+        for part, result in zip(parts, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                log.error("stopping the %s failed", part, exc_info=result)
+
+    async def _stop_http(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _stop_telegram(self) -> None:
+        if self._poller is not None:
+            await self._poller.stop()
         if self._telegram is not None and self._polling:
-            with contextlib.suppress(TelegramError, RuntimeError):
-                if self._telegram.updater is not None:
-                    await self._telegram.updater.stop()
-                await self._telegram.stop()
+            with contextlib.suppress(TelegramError, RuntimeError, TimeoutError):
+                async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
+                    await self._telegram.stop()
             self._polling = False
+
+    async def _stop_workers(self) -> None:
         # Relay and outbox give posts in flight a grace period; the others just stop.
         await asyncio.gather(*(w.stop() for w in self._workers))
         self._workers = []
+
+    async def _close(self) -> None:
         self._relay = self._outbox = self._feedback = None
         if self._telegram is not None:
             if self._telegram_ready:
-                with contextlib.suppress(TelegramError, RuntimeError):
-                    await self._telegram.shutdown()
+                with contextlib.suppress(TelegramError, RuntimeError, TimeoutError):
+                    async with asyncio.timeout(1):
+                        await self._telegram.shutdown()
             self._telegram = None
         if self._nusasms is not None:
             await self._nusasms.close()
@@ -375,29 +462,150 @@ class Bridge:
         if self._store is not None:
             await self._store.close()
             self._store = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         self._unredact()
         self._unredact = _nothing
 
 
+class _UpdatePoller(Worker):
+    """Long-polls getUpdates into the application's update queue.
+
+    PTB's Updater ends with one more getUpdates to confirm what it fetched, started before
+    the cancelled long poll has let go of its connection; against a slow or hanging Telegram
+    every shutdown then waited for a read timeout and logged an error. This one awaits the
+    cancelled poll, and gives the confirming call a short limit of its own.
+    """
+
+    name = "telegram-updates"
+
+    def __init__(
+        self,
+        application: Application,  # type: ignore[type-arg]
+        *,
+        on_error: Callable[[TelegramError], None],
+    ) -> None:
+        super().__init__()
+        self._application = application
+        self._on_error = on_error
+        self._offset = 0
+        self._confirmed = 0
+
+    async def _run(self) -> None:
+        bot = self._application.bot
+        webhook_cleared = False
+        delay = 0.0
+        while True:
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                if not webhook_cleared:
+                    # Polling and a webhook exclude each other at Telegram.
+                    await bot.delete_webhook()
+                    webhook_cleared = True
+                updates = await bot.get_updates(
+                    offset=self._offset,
+                    timeout=POLL_SECONDS,
+                    allowed_updates=ALLOWED_UPDATES,
+                )
+            except RetryAfter as exc:
+                delay = min(_seconds(exc.retry_after) + 0.5, RECHECK_MAX_SECONDS)
+                continue
+            except TelegramError as exc:
+                self._on_error(exc)
+                delay = min(max(delay * 2, 1.0), 30.0)
+                continue
+            delay = 0.0
+            # The call that fetched these confirmed everything below its offset.
+            self._confirmed = self._offset
+            for update in updates:
+                await self._application.update_queue.put(update)
+            if updates:
+                self._offset = updates[-1].update_id + 1
+
+    async def stop(self) -> None:
+        """Cancel the long poll, then confirm the fetched updates to Telegram, briefly."""
+        await super().stop()
+        if self._offset == self._confirmed:
+            return
+        try:
+            async with asyncio.timeout(CONFIRM_UPDATES_SECONDS):
+                await self._application.bot.get_updates(offset=self._offset, timeout=0)
+            self._confirmed = self._offset
+        except (TimeoutError, TelegramError) as exc:
+            # Replies are keyed by their Telegram message id: an update fetched again after
+            # a restart is recognised, not sent twice.
+            log.warning("could not confirm the last Telegram updates: %s", _describe(exc))
+
+
 async def run(settings: Settings) -> int:
-    """Run the bridge until SIGTERM or SIGINT; the process exit code."""
+    """Run the bridge until SIGTERM or SIGINT; the process exit code.
+
+    2: a person must fix something first (rejected credentials, the database, the port).
+    A signal during start-up stops the start-up.
+    """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     bridge = Bridge(settings)
+    starting = asyncio.create_task(bridge.start(), name="start")
+    signalled = asyncio.create_task(stopping.wait(), name="wait-for-signal")
     try:
-        await bridge.start()
-    except preflight.Rejected as exc:
-        log.error("cannot start: %s", exc)
-        return 2
-    log.info("bridge ready")
-    await stopping.wait()
-    log.info("shutting down")
-    async with asyncio.timeout(9):
-        await bridge.stop()
-    log.info("stopped")
-    return 0
+        await asyncio.wait((starting, signalled), return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("shutting down during start-up")
+            starting.cancel()  # start() stops whatever it had brought up
+            await _within_limit(asyncio.gather(starting, return_exceptions=True))
+            log.info("stopped")
+            return 0
+        try:
+            starting.result()
+        except (preflight.Rejected, StartupError) as exc:
+            log.error("cannot start: %s", exc)
+            return 2
+        log.info("bridge ready")
+        await signalled
+        log.info("shutting down")
+        await _within_limit(bridge.stop())
+        log.info("stopped")
+        return 0
+    finally:
+        signalled.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _within_limit(stopping: Awaitable[object]) -> None:
+    try:
+        async with asyncio.timeout(SHUTDOWN_LIMIT_SECONDS):
+            await stopping
+    except TimeoutError:
+        # Bridge.stop closes the clients, the database and the lock on its way out regardless.
+        log.warning("shutdown took over %.0f s; stopped what was left", SHUTDOWN_LIMIT_SECONDS)
+
+
+def _seconds(value: float | object) -> float:
+    """A retry_after as seconds (PTB gives an int or a timedelta, by version and setting)."""
+    total = getattr(value, "total_seconds", None)
+    return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]
+
+
+def _prepare_media_folder(folder: Path) -> None:
+    """Create the folder for media links' files now, not at the first file an operator sends."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StartupError(
+            f"cannot create the media folder {folder}: a file is in the way: set "
+            "storage.media_dir to a folder this user may write to"
+        ) from None
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create the media folder {folder} ({exc.strerror}): set storage.media_dir "
+            "to a folder this user may write to"
+        ) from None
 
 
 def _nothing() -> None:

@@ -12,6 +12,10 @@ from bridge import maintenance
 from bridge.config import ConfigError, Settings, load_settings
 from bridge.logs import Redactor, setup_logging
 
+# Mirrors bridge.preflight.CHECK_TIMEOUT_SECONDS, which is not imported before it is needed:
+# `bridge run` with a bad config answers before Telegram's library is even loaded.
+CHECK_TIMEOUT_SECONDS = 10.0
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `bridge` console script."""
@@ -25,6 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check", help="check the configuration and both services; exit 0 only if all pass"
     )
     check.add_argument("--config", type=Path, default=Path("config.yaml"), help="YAML config file")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=CHECK_TIMEOUT_SECONDS,
+        help="seconds each service check may take (default %(default)g)",
+    )
     maintenance.add_parsers(commands)
     args = parser.parse_args(argv)
     if args.command in maintenance.COMMANDS:
@@ -37,13 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("✘ configuration")
             for line in str(exc).splitlines():
                 print(f"    {line}")
-            print("    fix: edit the file (config.example.yaml documents every key)")
+            print(f"    fix: {exc.fix}")
             return 1
         print(f"config error: {exc}".replace("\n", "\nconfig error: "), file=sys.stderr)
         return 2
     if args.command == "check":
         setup_logging("ERROR", secrets=settings.secrets())
-        return asyncio.run(_check(settings))
+        return asyncio.run(_check(settings, args.timeout))
     setup_logging(
         settings.logging.level, json_lines=settings.logging.json_lines, secrets=settings.secrets()
     )
@@ -52,19 +62,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(run_bridge(settings))
 
 
-async def _check(settings: Settings) -> int:
+async def _check(settings: Settings, per_check: float) -> int:
     from bridge.preflight import checklist
 
-    results = await checklist(settings)
     # A detail may quote what a server answered, e.g. a proxy's error page echoing the
     # request URL, which holds the bot token: the checklist is redacted like a log line.
     redact = Redactor(settings.secrets()).redact
-    for result in results:
-        print(redact(f"{'✔' if result.ok else '✘'} {result.name}: {result.detail}"))
+    passed = failed = 0
+    # Each line as soon as it is decided (flushed: stdout may be a pipe), not all at the end.
+    async for result in checklist(settings, per_check=per_check):
+        print(redact(f"{'✔' if result.ok else '✘'} {result.name}: {result.detail}"), flush=True)
         if not result.ok and result.fix:
-            print(f"    fix: {result.fix}")
-    failed = sum(not r.ok for r in results)
-    print(f"{len(results) - failed} passed, {failed} failed")
+            print(redact(f"    fix: {result.fix}"), flush=True)
+        passed += result.ok
+        failed += not result.ok
+    print(f"{passed} passed, {failed} failed", flush=True)
     return 0 if failed == 0 else 1
 
 

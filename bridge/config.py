@@ -33,8 +33,16 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 _PLACEHOLDER_CHAT_ID = -1001234567890
 
 
+# What to do about a problem in the file (a variable's problem names the variable instead).
+FIX_FILE = "edit the file (config.example.yaml documents every key)"
+
+
 class ConfigError(Exception):
-    """The configuration file is missing, unreadable or invalid."""
+    """The configuration file (or a secret from the environment) is missing or invalid."""
+
+    def __init__(self, message: str, *, fix: str = FIX_FILE) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class _Section(BaseModel):
@@ -156,7 +164,11 @@ class ServerSettings(_Section):
 
 
 class StorageSettings(_Section):
-    """Where the SQLite database lives and how hard it syncs."""
+    """Where the SQLite database lives and how hard it syncs.
+
+    Relative paths are taken from the configuration file's folder, not the current directory
+    (`load_settings` makes them absolute), so starting from elsewhere finds the same database.
+    """
 
     path: Path = Path("data/bridge.sqlite3")
     # Files published to NusaSMS in media_mode url; default: "media" beside the database.
@@ -233,7 +245,10 @@ def _http_url(value: str) -> str:
 
 
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read, overlay the environment and validate; raise ConfigError with one line per problem."""
+    """Read, overlay the environment and validate; raise ConfigError with one line per problem.
+
+    Relative storage paths come back absolute, resolved against the file's folder.
+    """
     environ = os.environ if environ is None else environ
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -251,16 +266,42 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     data: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    # Which keys hold a value from the environment: a bad one is blamed on its variable.
+    from_env: dict[tuple[str, str], str] = {}
     for env, (section, key) in ENV_OVERRIDES.items():
         value = environ.get(env)
         if value:
             target = data.setdefault(section, {})
             if isinstance(target, dict):
                 target[key] = value
+                from_env[(section, key)] = env
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(path, err) for err in exc.errors())) from None
+        blamed = [_blame(path, err, from_env) for err in exc.errors()]
+        variables = sorted({env for env, _ in blamed if env})
+        if variables and all(env for env, _ in blamed):
+            fix = f"correct the environment variable {' and '.join(variables)}"
+        elif variables:
+            fix = f"{FIX_FILE}, and correct the environment variable {' and '.join(variables)}"
+        else:
+            fix = FIX_FILE
+        raise ConfigError("\n".join(line for _, line in blamed), fix=fix) from None
+    return _resolve_paths(settings, path.resolve().parent)
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    storage = settings.storage
+    if str(storage.path) == ":memory:":
+        return settings
+    media_dir = storage.media_dir
+    storage = storage.model_copy(
+        update={
+            "path": base / storage.path,
+            "media_dir": None if media_dir is None else base / media_dir,
+        }
+    )
+    return settings.model_copy(update={"storage": storage})
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -274,8 +315,10 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return "; ".join(parts) or type(exc).__name__
 
 
-def _describe(path: Path, err: Any) -> str:
-    key = ".".join(str(part) for part in err["loc"])
+def _blame(path: Path, err: Any, from_env: Mapping[tuple[str, str], str]) -> tuple[str, str]:
+    """(the environment variable at fault or "", the line describing the problem)."""
+    loc = tuple(str(part) for part in err["loc"])
+    key = ".".join(loc)
     kind = err["type"]
     if kind == "extra_forbidden":
         message = "unknown key (a typo?)"
@@ -284,4 +327,7 @@ def _describe(path: Path, err: Any) -> str:
     else:
         message = str(err["msg"]).removeprefix("Value error, ")
     # Never echo a rejected value: it might be a secret in the wrong place.
-    return f"{path}: {key}: {message}"
+    env = from_env.get((loc[0], loc[1])) if len(loc) == 2 else None
+    if env:
+        return env, f"environment variable {env} (used for {key}): {message}"
+    return "", f"{path}: {key}: {message}"

@@ -6,6 +6,8 @@ the service is only unreachable for now and the bridge retries.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from telegram import Bot, ChatMemberAdministrator
@@ -14,6 +16,10 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 
 from bridge.config import Settings
 from bridge.nusasms import NusaSMSAuthError, NusaSMSClient, NusaSMSError, Person
+from bridge.store import StoreError, inspect_database
+
+# `bridge check` gives each service check this long before it calls the service unreachable.
+CHECK_TIMEOUT_SECONDS = 10.0
 
 
 class Rejected(Exception):
@@ -73,52 +79,97 @@ class CheckResult:
     fix: str = ""
 
 
-async def checklist(settings: Settings) -> list[CheckResult]:
-    """Every start-up check, each with a fix when it fails (for `bridge check`)."""
-    results = [CheckResult("configuration", True, "valid")]
-    async with NusaSMSClient(
-        settings.nusasms.api_key.get_secret_value(),
-        base_url=settings.nusasms.base_url,
-        request_timeout=settings.nusasms.request_timeout_seconds,
-    ) as client:
-        results += await _nusasms_checks(client, settings)
+async def checklist(
+    settings: Settings, *, per_check: float = CHECK_TIMEOUT_SECONDS
+) -> AsyncIterator[CheckResult]:
+    """Every start-up check, each with a fix when it fails (for `bridge check`).
+
+    Results come as each is decided; no service check takes longer than `per_check`
+    seconds. Both services are asked at once; their lines still come in a fixed order.
+    """
+    yield CheckResult("configuration", True, "valid")
+    telegram = asyncio.create_task(_telegram_lines(settings, per_check))
+    try:
+        yield await _storage_check(settings)
+        async with NusaSMSClient(
+            settings.nusasms.api_key.get_secret_value(),
+            base_url=settings.nusasms.base_url,
+            request_timeout=settings.nusasms.request_timeout_seconds,
+        ) as client:
+            async for result in _nusasms_checks(client, settings, per_check):
+                yield result
+        for result in await telegram:
+            yield result
+    finally:
+        telegram.cancel()
+
+
+async def _storage_check(settings: Settings) -> CheckResult:
+    try:
+        found = await asyncio.to_thread(inspect_database, settings.storage.path)
+    except StoreError as exc:
+        return CheckResult("storage", False, exc.problem, exc.fix)
+    return CheckResult("storage", True, found)
+
+
+async def _telegram_lines(settings: Settings, per_check: float) -> list[CheckResult]:
     bot = Bot(
         settings.telegram.bot_token.get_secret_value(),
         base_url=settings.telegram.api_base_url,
         base_file_url=settings.telegram.api_file_url,
     )
-    results += await _telegram_checks(bot, settings.telegram.chat_id)
-    return results
-
-
-async def _nusasms_checks(client: NusaSMSClient, settings: Settings) -> list[CheckResult]:
     try:
-        person = await client.get_user()
+        async with asyncio.timeout(per_check):
+            return await _telegram_checks(bot, settings.telegram.chat_id)
+    except TimeoutError:
+        return [
+            CheckResult(
+                "Telegram bot token",
+                False,
+                f"Telegram unreachable: no answer in {per_check:g} s",
+                "check telegram.api_base_url and this machine's outbound network",
+            )
+        ]
+
+
+async def _nusasms_checks(
+    client: NusaSMSClient, settings: Settings, per_check: float
+) -> AsyncIterator[CheckResult]:
+    unreachable_fix = "check nusasms.base_url and this machine's outbound network"
+    try:
+        async with asyncio.timeout(per_check):
+            person = await client.get_user()
+    except TimeoutError:
+        yield CheckResult(
+            "NusaSMS API key",
+            False,
+            f"NusaSMS unreachable: no answer in {per_check:g} s",
+            unreachable_fix,
+        )
+        return
     except NusaSMSAuthError as exc:
-        return [
-            CheckResult(
-                "NusaSMS API key",
-                False,
-                f"rejected ({exc.reason()})",
-                "set nusasms.api_key / NUSASMS_API_KEY to the key from app.nusasms.com > "
-                "Account > User management, and whitelist this server's IP (Account > IP "
-                "Whitelist)",
-            )
-        ]
+        yield CheckResult(
+            "NusaSMS API key",
+            False,
+            f"rejected ({exc.reason()})",
+            "set nusasms.api_key / NUSASMS_API_KEY to the key from app.nusasms.com > "
+            "Account > User management, and whitelist this server's IP (Account > IP "
+            "Whitelist)",
+        )
+        return
     except NusaSMSError as exc:
-        return [
-            CheckResult(
-                "NusaSMS API key",
-                False,
-                f"NusaSMS unreachable: {exc}",
-                "check nusasms.base_url and this machine's outbound network",
-            )
-        ]
-    results = [CheckResult("NusaSMS API key", True, f"accepted (user {person.userid})")]
+        yield CheckResult("NusaSMS API key", False, f"NusaSMS unreachable: {exc}", unreachable_fix)
+        return
+    yield CheckResult("NusaSMS API key", True, f"accepted (user {person.userid})")
     try:
-        credit = await client.get_balance()
+        async with asyncio.timeout(per_check):
+            credit = await client.get_balance()
+    except TimeoutError:
+        yield CheckResult("NusaSMS balance", False, f"no answer in {per_check:g} s", "retry later")
+        return
     except NusaSMSError as exc:
-        return [*results, CheckResult("NusaSMS balance", False, str(exc), "retry later")]
+        yield CheckResult("NusaSMS balance", False, str(exc), "retry later")
+        return
     values = credit.numeric_fields()
     low = [
         f"{field} {values[field]:g} < {limit:g}"
@@ -127,14 +178,11 @@ async def _nusasms_checks(client: NusaSMSClient, settings: Settings) -> list[Che
     ]
     shown = ", ".join(f"{k} {v:g}" for k, v in sorted(values.items()))
     if low:
-        results.append(
-            CheckResult(
-                "NusaSMS balance", False, "low: " + "; ".join(low), "top up at app.nusasms.com"
-            )
+        yield CheckResult(
+            "NusaSMS balance", False, "low: " + "; ".join(low), "top up at app.nusasms.com"
         )
     else:
-        results.append(CheckResult("NusaSMS balance", True, shown or "no balances reported"))
-    return results
+        yield CheckResult("NusaSMS balance", True, shown or "no balances reported")
 
 
 async def _telegram_checks(bot: Bot, chat_id: int) -> list[CheckResult]:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -153,11 +156,157 @@ COMMIT_TIMEOUT_SECONDS = 10.0
 
 
 class StoreError(Exception):
-    """The database could not be opened or written."""
+    """The database could not be opened or written; `fix` says what a person can do."""
+
+    def __init__(self, problem: str, *, fix: str = "") -> None:
+        super().__init__(f"{problem}: {fix}" if fix else problem)
+        self.problem = problem
+        self.fix = fix
 
 
 class SchemaTooNewError(StoreError):
     """The database was written by a newer version of the bridge."""
+
+
+class DatabaseInUseError(StoreError):
+    """Another bridge process holds the database's instance lock."""
+
+
+# What to do about an unusable storage.path, and about a database that is there but
+# cannot be read as ours.
+_FIX_PATH = "set storage.path to a file in a folder this user may write to"
+_RESTORE = "restore it from a backup, or move it away to start with an empty database"
+
+
+class InstanceLock:
+    """An exclusive `flock` on `<database>.lock`, held for as long as the process keeps it.
+
+    Two bridges on one database would post every message twice and create two topics per
+    room. The operating system drops the lock when its holder ends, however it ends (kill -9
+    included), so a lock file left behind never blocks the next start.
+    """
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd: int | None = fd
+        self.path = path
+
+    @classmethod
+    def acquire(cls, database: Path) -> InstanceLock:
+        """Take the lock or raise StoreError (DatabaseInUseError if another bridge has it)."""
+        _prepare_folder(database)
+        path = database.with_name(database.name + ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the lock file {path} ({exc.strerror})",
+                fix=_FIX_PATH,
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise StoreError(f"cannot lock {path} ({exc.strerror})", fix=_FIX_PATH) from None
+            raise DatabaseInUseError(
+                f"database {database} is in use by another bridge"
+                + (f" (process {holder})" if holder else ""),
+                fix="stop that one first, or give this one its own storage.path",
+            ) from None
+        # Who holds it, for the message a second instance prints.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(fd, path)
+
+    def release(self) -> None:
+        """Let another bridge open the database."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_pid(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text.isdigit():
+            return text
+    return ""
+
+
+def _prepare_folder(database: Path) -> None:
+    """Create the database's folder; StoreError saying what is wrong with the path if not."""
+    if database.is_dir():
+        raise StoreError(f"storage.path {database} is a folder, not a file", fix=_FIX_PATH)
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next(
+            (p for p in (database.parent, *database.parent.parents) if p.exists()), database
+        )
+        raise StoreError(
+            f"cannot create the folder of database {database}: {blocker} is a file, not a folder",
+            fix=_FIX_PATH,
+        ) from None
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the folder {database.parent} ({exc.strerror})",
+            fix=_FIX_PATH,
+        ) from None
+
+
+def _cannot_open(database: Path, exc: sqlite3.Error) -> StoreError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "not a database" in text or "malformed" in text or "corrupt" in text
+    ):
+        return StoreError(
+            f"database {database} is damaged or not an SQLite database ({text})", fix=_RESTORE
+        )
+    return StoreError(f"cannot open database {database} ({text})", fix=_FIX_PATH)
+
+
+def inspect_database(database: Path) -> str:
+    """What a bridge would find at `database`, changing nothing; StoreError if it could not run.
+
+    For `bridge check`: the folder can be written, an existing file is a database of a schema
+    this bridge knows and its tables can be read.
+    """
+    if database.is_dir():
+        raise StoreError(f"storage.path {database} is a folder, not a file", fix=_FIX_PATH)
+    existing = next((p for p in database.parents if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise StoreError(f"the folder of database {database} cannot be created", fix=_FIX_PATH)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StoreError(f"this user may not write in {existing}", fix=_FIX_PATH)
+    if not database.exists():
+        return f"{database} (a new database will be created)"
+    if not os.access(database, os.R_OK | os.W_OK):
+        raise StoreError(f"this user may not write {database}", fix=_FIX_PATH)
+    try:
+        db = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            db.execute("PRAGMA busy_timeout = 2000")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > len(MIGRATIONS):
+                raise _too_new(database, version)
+            for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+                # Names from sqlite_master: our own schema's tables.
+                db.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchall()  # noqa: S608
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise _cannot_open(database, exc) from exc
+    return f"{database} (schema version {version} of {len(MIGRATIONS)})"
+
+
+def _too_new(database: Path | str, version: int) -> SchemaTooNewError:
+    return SchemaTooNewError(
+        f"database {database} has schema version {version}, newer than this bridge knows "
+        f"({len(MIGRATIONS)})",
+        fix="upgrade the bridge instead of downgrading it (or restore a backup made by this "
+        "version)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,22 +500,31 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> Store:
-        """Open (creating and migrating if needed) the database at `path`."""
+        """Open (creating and migrating if needed) the database at `path`.
+
+        Raises StoreError with one line naming the file and what to do: a folder in the way,
+        a damaged or foreign file, a schema newer than this code.
+        """
         if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _prepare_folder(path)
+        opened: list[aiosqlite.Connection] = []
         try:
             async with aiosqlite.connect(path, isolation_level=None) as setup:
                 await _configure(setup, synchronous)
-                await _migrate(setup)
+                await _migrate(setup, path)
+                # A truncated file can keep a valid header: read every table's first page.
+                await _touch_tables(setup)
             writer = await aiosqlite.connect(path, isolation_level="IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from exc
-        try:
+            opened.append(writer)
             await _configure(writer, synchronous)
             reader = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            opened.append(reader)
             await reader.execute("PRAGMA busy_timeout = 2000")
-        except BaseException:
-            await writer.close()
+        except BaseException as exc:
+            for connection in opened:
+                await connection.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _cannot_open(path, exc) from exc
             raise
         store = cls(writer, reader)
         store._committer = asyncio.create_task(store._commit_loop(), name="store-group-commit")
@@ -976,21 +1134,27 @@ async def _room_posted(db: aiosqlite.Connection, inbound_id: int, now: float) ->
 async def _configure(db: aiosqlite.Connection, synchronous: str) -> None:
     mode = await db.execute_fetchall("PRAGMA journal_mode = WAL")
     if next(iter(mode))[0].lower() != "wal":
-        raise StoreError("the database does not support WAL (a network file system?)")
+        raise StoreError(
+            "the database does not support WAL (a network file system?)", fix=_FIX_PATH
+        )
     await db.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
     await db.execute("PRAGMA foreign_keys = ON")
     # A locked database must answer callbacks 503 quickly, not hang the request.
     await db.execute("PRAGMA busy_timeout = 2000")
 
 
-async def _migrate(db: aiosqlite.Connection) -> None:
+async def _touch_tables(db: aiosqlite.Connection) -> None:
+    tables = await db.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    for (table,) in tables:
+        # Names from sqlite_master: our own schema's tables.
+        await db.execute_fetchall(f'SELECT 1 FROM "{table}" LIMIT 1')  # noqa: S608
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path | str = "") -> None:
     rows = await db.execute_fetchall("PRAGMA user_version")
     version = next(iter(rows))[0]
     if version > len(MIGRATIONS):
-        raise SchemaTooNewError(
-            f"database schema version {version} is newer than this bridge knows "
-            f"({len(MIGRATIONS)}); upgrade the bridge instead of downgrading it"
-        )
+        raise _too_new(path, version)
     for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
         log.info("migrating database to schema version %d", number)
         await db.execute("BEGIN IMMEDIATE")

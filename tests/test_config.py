@@ -102,3 +102,61 @@ def test_cli_prints_config_error_without_traceback(tmp_path: Path) -> None:
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"file not found \(copy config.example.yaml"):
         load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_a_bad_secret_from_the_environment_is_blamed_on_its_variable(tmp_path: Path) -> None:
+    path = write_config(tmp_path, _valid())
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, environ={"TELEGRAM_BOT_TOKEN": "no-colon-in-this-token"})
+    message = str(raised.value)
+    assert message == (
+        "environment variable TELEGRAM_BOT_TOKEN (used for telegram.bot_token): does not look "
+        "like a bot token (expected '<digits>:<secret>')"
+    )
+    assert str(path) not in message
+    assert raised.value.fix == "correct the environment variable TELEGRAM_BOT_TOKEN"
+    assert "no-colon-in-this-token" not in message
+
+
+def test_a_bad_secret_in_the_file_is_still_blamed_on_the_file(tmp_path: Path) -> None:
+    data = _valid()
+    data["server"]["callback_secret"] = "short"
+    path = write_config(tmp_path, data)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path, environ={"TELEGRAM_BOT_TOKEN": "no-colon-in-this-token"})
+    lines = str(raised.value).splitlines()
+    assert f"{path}: server.callback_secret: must be at least 16 characters" in lines[1]
+    assert lines[0].startswith("environment variable TELEGRAM_BOT_TOKEN ")
+    assert "edit the file" in raised.value.fix
+    assert "TELEGRAM_BOT_TOKEN" in raised.value.fix
+
+
+def test_relative_storage_paths_are_taken_from_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _valid()
+    data["storage"] = {"path": "state/bridge.sqlite3", "media_dir": "files"}
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = write_config(folder, data)
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(Path("etc") / path.name, environ={})
+    assert settings.storage.path == folder / "state" / "bridge.sqlite3"
+    assert settings.storage.media_path == folder / "files"
+
+
+def test_the_default_database_and_media_live_beside_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, _valid())
+    monkeypatch.chdir("/")
+    settings = load_settings(path, environ={})
+    assert settings.storage.path == tmp_path / "data" / "bridge.sqlite3"
+    assert settings.storage.media_path == tmp_path / "data" / "media"
+
+
+def test_an_absolute_storage_path_is_kept(tmp_path: Path) -> None:
+    data = _valid()
+    data["storage"] = {"path": "/var/lib/bridge/bridge.sqlite3"}
+    settings = load_settings(write_config(tmp_path, data), environ={})
+    assert settings.storage.path == Path("/var/lib/bridge/bridge.sqlite3")
