@@ -248,19 +248,22 @@ async def test_a_message_telegram_refuses_for_good_is_moved_aside_with_a_notice(
 async def test_a_refused_combined_post_is_retried_one_message_at_a_time(
     make_bridge: Any, settings: Settings, telegram: FakeTelegram, http: aiohttp.ClientSession
 ) -> None:
-    await telegram.go_down()
     bridge = await make_bridge(settings)
     callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    # The topic and its header exist first, so the next sendMessage is the combined post.
+    await callbacks.inbox(inbox_body("ref-0", "nol"))
+    await telegram.wait_for(lambda: texts(telegram)[-1:] == ["nol"], timeout=15)
+    await telegram.go_down()
     await callbacks.inbox(inbox_body("ref-1", "satu"))
     await callbacks.inbox(inbox_body("ref-2", "dua"))
     await callbacks.inbox(inbox_body("ref-3", "tiga"))
-    # The header goes through; the post of all three is refused, then "satu" alone.
-    await telegram.come_up()
-    await telegram.wait_for(lambda: len(telegram.messages) >= 1, timeout=15)
+    # The post of all three is refused, then "satu" alone.
     telegram.fail_next("sendMessage", 400, "Bad Request: can't parse entities", times=2)
+    await telegram.come_up()
 
-    await telegram.wait_for(lambda: any("tiga" in t for t in texts(telegram)), timeout=10)
-    _header, notice, rest = texts(telegram)
+    await telegram.wait_for(lambda: any("tiga" in t for t in texts(telegram)), timeout=15)
+    _header, first, notice, rest = texts(telegram)
+    assert first == "nol"
     assert "could not be shown" in notice
     assert notice.endswith("satu")
     assert rest == "dua\n\ntiga"  # the others combine again
