@@ -239,7 +239,7 @@ class Bridge:
             self._workers.append(
                 Retention(store, retention_days=s.storage.retention_days, clock=self._clock)
             )
-        self._add_handlers(self._telegram)
+        self._add_handlers(self._telegram, topics)
         self._poller = _UpdatePoller(self._telegram, on_error=self._polling_error)
 
         # The port opens before any service is asked anything: a service that accepts
@@ -366,7 +366,7 @@ class Bridge:
         if self.health is not None:
             self.health.telegram.set("unreachable", _describe(exc))
 
-    def _add_handlers(self, application: Application) -> None:  # type: ignore[type-arg]
+    def _add_handlers(self, application: Application, topics: Topics) -> None:  # type: ignore[type-arg]
         replies = self._replies
         commands = self._commands
         assert replies is not None
@@ -380,6 +380,13 @@ class Bridge:
                 await commands.handle(update.message)
                 # Replies tells the operator when a "/..." in a topic is no command at all.
                 await replies.on_message(update.message)
+
+        async def on_topic_state(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+            message = update.message
+            if message is not None and message.message_thread_id is not None:
+                await topics.closed_in_telegram(
+                    message.message_thread_id, closed=message.forum_topic_closed is not None
+                )
 
         async def on_edited(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
             if update.edited_message is not None:
@@ -395,6 +402,14 @@ class Bridge:
         chat = filters.Chat(self.settings.telegram.chat_id)
         application.add_handler(
             MessageHandler(chat & filters.UpdateType.MESSAGE & filters.COMMAND, on_command)
+        )
+        # Real Telegram lets the bot post into a closed topic without an error, so a topic
+        # closed or reopened in the app is learnt from its service message, not from a refusal.
+        topic_state = (
+            filters.StatusUpdate.FORUM_TOPIC_CLOSED | filters.StatusUpdate.FORUM_TOPIC_REOPENED
+        )
+        application.add_handler(
+            MessageHandler(chat & filters.UpdateType.MESSAGE & topic_state, on_topic_state)
         )
         application.add_handler(MessageHandler(chat & filters.UpdateType.MESSAGE, on_message))
         application.add_handler(MessageHandler(chat & filters.UpdateType.EDITED_MESSAGE, on_edited))

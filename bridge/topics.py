@@ -132,6 +132,17 @@ class Topics:
         await self._store.set_closed(room_id, True)
         self._unrecorded_closes.discard(room_id)
 
+    async def closed_in_telegram(self, topic_id: int, *, closed: bool) -> None:
+        """Someone closed (or reopened) a topic in the Telegram app: track it like /close."""
+        room = await self._store.room_by_topic(topic_id)
+        if room is None:
+            return
+        if closed:
+            await self.closed(room.room_id)
+            return
+        self._unrecorded_closes.discard(room.room_id)
+        await self._store.set_closed(room.room_id, False)
+
     async def record(self) -> None:
         """Write every outcome still only in memory; raises StoreError if the database cannot."""
         for room_id, topic_id in list(self._unrecorded_topics.items()):

@@ -195,6 +195,42 @@ async def test_topic_closed_with_close_is_reopened_before_the_customers_next_mes
     await telegram.wait_for(lambda: db_rows(settings, "SELECT closed FROM rooms") == [(0,)])
 
 
+async def test_topic_closed_in_the_telegram_app_is_tracked_and_reopened_before_the_next_post(
+    callbacks: Callbacks, telegram: FakeTelegram, settings: Settings
+) -> None:
+    await callbacks.inbox(inbox_body("ref-1", "pertama"))
+    await telegram.wait_for(lambda: len(telegram.messages) >= 2)
+    [topic_id] = list(telegram.topics)
+    posted = len(telegram.messages)
+    telegram.close_topic(topic_id, announce=True)  # by hand, in the app
+    await telegram.wait_for(lambda: db_rows(settings, "SELECT closed FROM rooms") == [(1,)])
+
+    await callbacks.inbox(inbox_body("ref-2", "kedua"))
+    await telegram.wait_for(lambda: texts_in(telegram, topic_id)[-1:] == ["kedua"])
+    # No refusal was needed to learn it: the bridge reopened it before posting.
+    methods = [c.method for c in telegram.calls if c.method in ("reopenForumTopic", "sendMessage")]
+    assert methods[-2:] == ["reopenForumTopic", "sendMessage"]
+    assert not telegram.topics[topic_id].closed
+    # The service message itself is no operator reply: no notice about it.
+    assert len(telegram.messages) == posted + 1
+
+
+async def test_topic_reopened_in_the_telegram_app_is_not_reopened_again(
+    callbacks: Callbacks, telegram: FakeTelegram, settings: Settings
+) -> None:
+    await callbacks.inbox(inbox_body("ref-1", "pertama"))
+    await telegram.wait_for(lambda: len(telegram.messages) >= 2)
+    [topic_id] = list(telegram.topics)
+    telegram.close_topic(topic_id, announce=True)
+    await telegram.wait_for(lambda: db_rows(settings, "SELECT closed FROM rooms") == [(1,)])
+    telegram.reopen_topic(topic_id)
+    await telegram.wait_for(lambda: db_rows(settings, "SELECT closed FROM rooms") == [(0,)])
+
+    await callbacks.inbox(inbox_body("ref-2", "kedua"))
+    await telegram.wait_for(lambda: texts_in(telegram, topic_id)[-1:] == ["kedua"])
+    assert not telegram.calls_of("reopenForumTopic")
+
+
 async def test_topic_closed_where_the_bridge_cannot_see_it_is_reopened_on_refusal(
     callbacks: Callbacks, telegram: FakeTelegram
 ) -> None:

@@ -627,9 +627,24 @@ class FakeTelegram(LoopbackServer):
         for sent in self.messages_in(thread_id):
             sent.deleted = True
 
-    def close_topic(self, thread_id: int) -> None:
-        """Close a topic as an operator would in the Telegram app (no update is pushed)."""
+    def close_topic(self, thread_id: int, *, announce: bool = False, user_id: int = 777) -> None:
+        """Close a topic as an operator would in the Telegram app.
+
+        With ``announce`` the bot gets the service message real Telegram sends an admin bot
+        (``forum_topic_closed``, from the operator); without, no update is pushed.
+        """
         self.topics[thread_id].closed = True
+        if announce:
+            self.operator_message(
+                thread_id=thread_id, user_id=user_id, extra={"forum_topic_closed": {}}
+            )
+
+    def reopen_topic(self, thread_id: int, *, user_id: int = 777) -> None:
+        """Reopen a topic as an operator would in the Telegram app (announced to the bot)."""
+        self.topics[thread_id].closed = False
+        self.operator_message(
+            thread_id=thread_id, user_id=user_id, extra={"forum_topic_reopened": {}}
+        )
 
     def set_rate_limit(self, per_minute: int | None, *, time_scale: float = 1.0) -> None:
         """Share ``per_minute`` posting calls per ``60 / time_scale`` s; None lifts the limit.
