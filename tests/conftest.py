@@ -22,6 +22,7 @@ import yaml
 
 from bridge.app import Bridge
 from bridge.config import Settings, load_settings
+from bridge.logs import redact_loggers
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
 
@@ -38,10 +39,24 @@ def no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Every test doubles as a check that no log line carries a secret."""
     caplog.set_level(logging.INFO)
     yield
-    for record in caplog.records:
+    # caplog.records holds only the current phase (teardown): read every phase.
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+    for record in records:
         text = record.getMessage() + (record.exc_text or "")
         leaked = [s for s in SECRETS if s in text]
         assert not leaked, f"secret in a log line of {record.name}: {text[:300]}"
+
+
+@pytest.fixture
+def redact_test_clients() -> Iterator[None]:
+    """For tests that drive PTB themselves, outside the bridge: redact as the bridge does.
+
+    Any Bot API client logs its request URLs, which hold the token; the bridge installs
+    `redact_loggers` at start-up, and a test assembling parts by hand does the same.
+    """
+    undo = redact_loggers(SECRETS)
+    yield
+    undo()
 
 
 @pytest.fixture

@@ -37,6 +37,9 @@ from tests.fakes.telegram import FakeTelegram, parse_html
 
 # --------------------------------------------------------------------- fixtures
 
+# These tests drive PTB against the fake directly, as the bridge would, with its redaction.
+pytestmark = pytest.mark.usefixtures("redact_test_clients")
+
 
 @pytest.fixture
 async def tg() -> AsyncIterator[FakeTelegram]:

@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 
 from bridge.health import Health
 from bridge.intake import Intake
+from bridge.logs import redact_loggers
 from bridge.server import build_app
 from bridge.store import Store
-from tests.conftest import CALLBACK_SECRET, BridgeProcess, Callbacks, inbox_body
+from tests.conftest import CALLBACK_SECRET, SECRETS, BridgeProcess, Callbacks, inbox_body
 from tests.fakes.telegram import FakeTelegram
 
 SLOW = os.environ.get("BRIDGE_SLOW") == "1"
@@ -139,6 +140,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     state: dict[str, Any] = {}
     path: Path = tmp_path_factory.mktemp("fuzz") / "bridge.sqlite3"
 
+    # As the bridge does at start-up: the access log line carries the secret in its URL.
+    unredact = redact_loggers(SECRETS)
+
     async def start() -> None:
         store = await Store.open(path)
         intake = Intake(store, tz=ZoneInfo("Asia/Jakarta"), on_inbound=lambda: None)
@@ -169,6 +173,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+    unredact()
 
 
 def _post(address: str, kind: str, body: bytes) -> int:

@@ -22,10 +22,11 @@ from telegram import Bot
 
 from bridge.app import Bridge
 from bridge.config import Settings
+from bridge.logs import redact_loggers
 from bridge.pacing import MAX_PAUSE_SECONDS, GroupBudget
 from bridge.store import NewInbound, Store, StoreError
 from bridge.topics import Topics
-from tests.conftest import NUMBER, ROOM, Callbacks, inbox_body
+from tests.conftest import NUMBER, ROOM, SECRETS, Callbacks, inbox_body
 from tests.fakes.telegram import FakeTelegram
 
 ROOMS = [f"7d1e9a40-{i:04d}-4a2b-9c3d-0123456789ab" for i in range(3)]
@@ -324,6 +325,7 @@ async def topics_on(
     """A store with one customer's message and Topics posting into the fake group."""
     store = await Store.open(tmp_path / "bridge.sqlite3")
     bot = Bot(telegram.token, base_url=telegram.base_url, base_file_url=telegram.base_file_url)
+    unredact = redact_loggers(SECRETS)  # as the bridge does at start-up
     try:
         await store.add(NewInbound("ref-1", ROOM, NUMBER, "halo", time.time(), time.time()))
         topics = Topics(
@@ -338,6 +340,7 @@ async def topics_on(
     finally:
         await bot.shutdown()
         await store.close()
+        unredact()
 
 
 async def test_a_huge_retry_after_pauses_the_group_at_most_the_cap_then_tries_again(

@@ -79,7 +79,7 @@ def db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def watching(
-    db: Path, telegram: FakeTelegram, nusasms: FakeNusaSMS, clock: Clock
+    db: Path, telegram: FakeTelegram, nusasms: FakeNusaSMS, clock: Clock, redact_test_clients: None
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Watch]]:
     """Open the watchers on `db` (again after closing them: a restart), settings as given."""
 
@@ -292,6 +292,7 @@ async def test_expired_date_says_it_has_expired(
     assert f"sms_expired_date expired on {expired:%d %b %Y}" in warning
 
 
+@pytest.mark.usefixtures("redact_test_clients")
 async def test_configured_alerts_topic_is_used_instead_of_making_one(
     watching: Any, telegram: FakeTelegram, nusasms: FakeNusaSMS
 ) -> None:
