@@ -124,7 +124,8 @@ class Commands:
                 commands="\n".join(f"/{n} — {html.escape(d)}" for n, d in COMMANDS),
             )
         if name == "balance":
-            credit = await self._alerts.check_balance()
+            # The answer does not depend on an alert being posted first.
+            credit = await self._alerts.read_balance()
             if credit is None:
                 return "⚠️ NusaSMS did not answer the balance request; see /status."
             return format_balance(credit, read_at=self._alerts.last_balance_at, tz=self._tz)
@@ -167,6 +168,6 @@ class Commands:
             f"To WhatsApp: {outbound.get('waiting', 0)} waiting "
             f"(oldest {outbound.get('oldest_age_seconds') or 0:.0f} s)",
             f"Last callback: {_local(last, self._tz) if last else 'none yet'}",
-            f"Last error: {html.escape(errors[0]) if errors else 'none'}",
+            f"Last error: {html.escape(self._health.redact(errors[0])) if errors else 'none'}",
         ]
         return "\n".join(lines)
