@@ -35,9 +35,10 @@ from bridge.pacing import GroupBudget
 from bridge.relay import Relay
 from bridge.reminders import WindowReminders
 from bridge.replies import Replies, fetch_file
-from bridge.server import build_app
+from bridge.server import build_app, make_runner, run_site
 from bridge.store import Store
 from bridge.topics import Topics
+from bridge.upkeep import Checkpoints
 from bridge.workers import Worker
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ class Bridge:
             store,
             workers_running=lambda: all(w.running for w in self._workers),
             stuck_after=s.alerts.stuck_after_minutes * 60,
+            secrets=s.secrets(),
             clock=self._clock,
         )
         health.last_callback_at = lambda: intake.last_callback_at
@@ -176,6 +178,7 @@ class Bridge:
                 metrics.balance.labels(field).set(value)
 
         alerts.on_balance = record_balance
+        intake.on_failure = alerts.wake
         topics.on_migrated = alerts.group_moved
         self._commands = Commands(
             store,
@@ -198,13 +201,13 @@ class Bridge:
             tz=tz,
             clock=self._clock,
         )
-        self._workers = [relay, outbox, feedback, alerts, reminders]
+        self._workers = [relay, outbox, feedback, alerts, reminders, Checkpoints(store)]
         self._add_handlers(self._telegram)
 
         await self._first_check("NusaSMS", health.nusasms, self._check_nusasms)
         await self._first_check("Telegram", health.telegram, self._check_telegram)
 
-        self._runner = web.AppRunner(
+        self._runner = make_runner(
             build_app(
                 intake=intake,
                 health=health,
@@ -216,8 +219,7 @@ class Bridge:
             access_log=logging.getLogger("aiohttp.access") if s.logging.access_log else None,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.server.host, s.server.port)
-        await site.start()
+        await run_site(self._runner, s.server.host, s.server.port)
         self.port = self._bound_port()
         for worker in self._workers:
             worker.start()
