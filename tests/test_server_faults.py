@@ -73,8 +73,8 @@ async def serve(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             limits=ServerLimits(**limits),
         )
         runner = make_runner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
         started.append((runner, store))
+        await runner.setup()
         site = await run_site(runner, "127.0.0.1", 0)
         return Served(f"http://127.0.0.1:{site.port}", site.port, store, site, runner, media)
 
@@ -321,14 +321,17 @@ def test_a_huge_message_is_cut() -> None:
 
 
 @pytest.fixture
-def stderr_logging(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
-    """`setup_logging` as `bridge run` calls it (into capsys), undone after the test."""
+def stderr_logging() -> Iterator[Callable[[], None]]:
+    """`setup_logging` as `bridge run` calls it, to be called in the test; undone after it."""
     root = logging.getLogger()
     level, before = root.level, list(root.handlers)
-    setup_logging(level="INFO")
-    for handler in before:
-        root.addHandler(handler)
-    yield
+
+    def setup() -> None:
+        setup_logging(level="INFO")
+        for handler in before:
+            root.addHandler(handler)
+
+    yield setup
     for handler in list(root.handlers):
         if handler not in before:
             root.removeHandler(handler)
@@ -336,13 +339,14 @@ def stderr_logging(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
 
 
 async def test_a_room_id_with_a_newline_cannot_forge_a_log_line(
-    stderr_logging: None,
+    stderr_logging: Callable[[], None],
     settings: Settings,
     make_bridge: Any,
     http: aiohttp.ClientSession,
     telegram: FakeTelegram,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    stderr_logging()
     bridge: Bridge = await make_bridge(settings)
     callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
     body = inbox_body("ref-forge", "halo", room_id=f"room-1\n{FORGED}")
@@ -350,6 +354,7 @@ async def test_a_room_id_with_a_newline_cannot_forge_a_log_line(
     await telegram.wait_for(lambda: any(m.plain_text == "halo" for m in telegram.messages))
 
     err = capsys.readouterr().err
+    assert "Logging error" not in err
     assert "room-1\\n2026-12-03 10:00:00,000 INFO bridge.relay" in err  # logged, escaped
     assert not [line for line in err.splitlines() if line.startswith(FORGED)]
 
