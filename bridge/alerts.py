@@ -2,13 +2,16 @@
 
 Each alert is an episode: one message when it starts, at most one reminder every
 `alerts.repeat_hours` while it lasts, one short "recovered" message when it ends. Episodes
-live in the database, so a restart neither repeats nor forgets them. Alerts go to one
-"Alerts" topic the bridge creates once (or a topic the config names).
+live in the database, so a restart neither repeats nor forgets them, and in memory, so a
+database that takes no writes (the very thing the "intake failing" alert is about) does not
+make an alert repeat. Alerts go to one "Alerts" topic the bridge creates once (or a topic
+the config names).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 import sqlite3
@@ -33,6 +36,10 @@ log = logging.getLogger(__name__)
 ALERTS_TOPIC_FACT = "alerts_topic_id"
 ALERTS_TOPIC_NAME = N_("🔔 Alerts")
 QUEUE_CHECK_SECONDS = 60.0
+# However often the watch is woken, checks are at least this far apart.
+MIN_CHECK_SECONDS = 1.0
+INTAKE_KEY = "intake_failing"
+WRITE_PROBE_FACT = "write_probe"
 
 
 class Alerts(Worker):
@@ -62,6 +69,10 @@ class Alerts(Worker):
         self._clock = clock
         self._metrics = metrics or Metrics()
         self._episodes = asyncio.Lock()
+        # The newest state of every episode seen, and those the database has not taken yet.
+        self._known: dict[str, AlertState] = {}
+        self._unsaved: set[str] = set()
+        self._topic_id: int | None = None
         self.last_balance: Credit | None = None
         self.last_balance_at: float | None = None
         self.on_balance: Callable[[Credit], None] = lambda _: None
@@ -69,7 +80,14 @@ class Alerts(Worker):
     async def _run(self) -> None:
         next_balance = 0.0
         while True:
+            started = time.monotonic()
             now = self._clock()
+            try:
+                await self.check_intake()
+            except (TelegramError, StoreError, sqlite3.Error) as exc:
+                log.warning("the intake alert could not be checked or posted: %s", exc)
+            except Exception:
+                log.exception("checking the intake failed unexpectedly")
             try:
                 if now >= next_balance:
                     # A check whose alert cannot be posted (Telegram down) is retried within
@@ -83,16 +101,49 @@ class Alerts(Worker):
                 log.warning("alerts could not be checked or posted: %s", exc)
             except Exception:  # a bug must not end the watch for good
                 log.exception("checking alerts failed unexpectedly")
-            await asyncio.sleep(min(QUEUE_CHECK_SECONDS, max(1.0, next_balance - self._clock())))
+            await self._doze(min(QUEUE_CHECK_SECONDS, max(1.0, next_balance - self._clock())))
+            # A wake-up per failed callback must not turn the watch into a spin.
+            await asyncio.sleep(max(0.0, started + MIN_CHECK_SECONDS - time.monotonic()))
 
-    async def check_balance(self) -> Credit | None:
+    async def check_intake(self) -> None:
+        """Alert while callbacks cannot be stored (the database takes no writes).
+
+        While writes fail, each check tries one small write: the episode ends on a write
+        that succeeds, not on silence (NusaSMS may have stopped calling meanwhile).
+        """
+        if self._store.write_failing:
+            with contextlib.suppress(StoreError):
+                await self._store.set_fact(WRITE_PROBE_FACT, f"{self._clock():.3f}")
+        error = self._health.writes_failing()
+        await self.episode(
+            INTAKE_KEY,
+            error is not None,
+            _(
+                "🛑 Callbacks cannot be stored: the database takes no writes "
+                "({error}). NusaSMS is answered 503 and retries; customer "
+                "messages arrive once it can be written again. Check the free disk space and "
+                "the database file."
+            ).format(error=html.escape(error or "")),
+            _("✅ Callbacks are stored again."),
+        )
+
+    async def read_balance(self) -> Credit | None:
+        """The balance for a person asking: the answer never waits on an alert being posted.
+
+        The alerts it implies are moved as in `check_balance`, but one that cannot be posted
+        is left to the watch (which retries within a minute) instead of failing the answer.
+        """
+        return await self.check_balance(best_effort=True)
+
+    async def check_balance(self, *, best_effort: bool = False) -> Credit | None:
         """Read the balance and raise or end the alerts it implies."""
+        move = self._try_episode if best_effort else self.episode
         try:
             credit = await self._client.get_balance()
         except NusaSMSAuthError as exc:
             self._metrics.api_errors.labels("nusasms", type(exc).__name__).inc()
             self._health.nusasms.set("rejected", exc.reason())
-            await self.episode(
+            await move(
                 "nusasms_key",
                 True,
                 _(
@@ -108,38 +159,46 @@ class Alerts(Worker):
             log.warning("cannot read the NusaSMS balance: %s", exc)
             return None
         self._health.nusasms.set("ok", "balance read")
-        await self.episode("nusasms_key", False, "", _("🔑 NusaSMS accepts the API key again."))
         self.last_balance, self.last_balance_at = credit, self._clock()
         self.on_balance(credit)
+        await move("nusasms_key", False, "", _("🔑 NusaSMS accepts the API key again."))
         values = credit.numeric_fields()
         for field, threshold in sorted(self._settings.thresholds.items()):
             value = values.get(field)
             if value is None:
                 log.warning("alerts.thresholds names %s, which GET /balance does not report", field)
                 continue
-            await self.episode(
+            # Field names come from NusaSMS's answer: text, never markup.
+            name = html.escape(field)
+            await move(
                 f"balance:{field}",
                 value < threshold,
                 _(
                     "💸 Low balance: <b>{field}</b> is {value:g}, below {threshold:g}. "
                     "Top up at app.nusasms.com."
-                ).format(field=field, value=value, threshold=threshold),
+                ).format(field=name, value=value, threshold=threshold),
                 _("✅ {field} is back at {value:g} (threshold {threshold:g}).").format(
-                    field=field, value=value, threshold=threshold
+                    field=name, value=value, threshold=threshold
                 ),
             )
         today = datetime.fromtimestamp(self._clock(), UTC).astimezone(self._tz).date()
         for field, expires in sorted(credit.expiry_dates().items()):
             days = (expires - today).days
-            await self.episode(
+            await move(
                 f"expiry:{field}",
                 days <= self._settings.expiry_warning_days,
                 _expiry_text(field, expires, days),
                 _("✅ {field} now runs until {date}.").format(
-                    field=field, date=texts.strftime(expires, "%d %b %Y")
+                    field=html.escape(field), date=texts.strftime(expires, "%d %b %Y")
                 ),
             )
         return credit
+
+    async def _try_episode(self, key: str, active: bool, text: str, recovered: str) -> None:
+        try:
+            await self.episode(key, active, text, recovered)
+        except (TelegramError, StoreError, sqlite3.Error) as exc:
+            log.warning("alert %s could not be posted now (the watch retries): %s", key, exc)
 
     async def check_queues(self) -> None:
         """Alert when messages wait in a queue longer than `stuck_after_minutes`."""
@@ -191,22 +250,60 @@ class Alerts(Worker):
         # One episode step at a time: the watch loop and an operator's /balance may check at
         # once, and each must see what the other posted (and the Alerts topic it made).
         async with self._episodes:
-            state = await self._store.alert(key)
+            state = await self._state(key)
             now = self._clock()
             repeat = self._settings.repeat_hours * 3600
             if active:
                 if state is None or not state.active:
                     await self.post(text)
-                    await self._store.save_alert(AlertState(key, True, now, now, text))
+                    await self._remember(AlertState(key, True, now, now, text))
                 elif now - state.last_sent_at >= repeat:
                     await self.post(_("Reminder: {text}").format(text=text))
-                    await self._store.save_alert(AlertState(key, True, state.since, now, text))
+                    await self._remember(AlertState(key, True, state.since, now, text))
+                elif key in self._unsaved:
+                    await self._remember(state)
             elif state is not None and state.active:
                 await self.post(recovered)
-                await self._store.save_alert(AlertState(key, False, now, now, ""))
+                await self._remember(AlertState(key, False, now, now, ""))
+            elif state is not None and key in self._unsaved:
+                await self._remember(state)
+
+    async def _state(self, key: str) -> AlertState | None:
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        try:
+            state = await self._store.alert(key)
+        except (sqlite3.Error, ValueError) as exc:
+            # An unreadable database is no reason to stay silent about it.
+            log.warning("cannot read alert %s (taking it as not yet raised): %s", key, exc)
+            return None
+        if state is not None:
+            self._known[key] = state
+        return state
+
+    async def _remember(self, state: AlertState) -> None:
+        """Keep the episode in memory at once, in the database when it takes the write."""
+        self._known[state.key] = state
+        try:
+            await self._store.save_alert(state)
+        except StoreError as exc:
+            if state.key not in self._unsaved:
+                log.warning("alert %s is kept in memory until it can be saved: %s", state.key, exc)
+            self._unsaved.add(state.key)
+        else:
+            self._unsaved.discard(state.key)
 
     async def post(self, html_text: str) -> None:
         """Post into the Alerts topic, making it first if needed."""
+        try:
+            await self._post(html_text)
+        except TelegramError as exc:
+            self._health.saw_error("telegram", exc)
+            raise
+        self._health.saw_success("telegram", "alert posted")
+
+    async def _post(self, html_text: str) -> None:
         topic_id = await self.topic()
         try:
             await self._topics.notify(topic_id, html_text)
@@ -222,26 +319,38 @@ class Alerts(Worker):
                 return
             if not is_topic_gone(exc) or self._settings.topic_id is not None:
                 raise
-            await self._store.set_fact(ALERTS_TOPIC_FACT, None)
+            self._topic_id = None
+            with contextlib.suppress(StoreError):
+                await self._store.set_fact(ALERTS_TOPIC_FACT, None)
             await self._topics.notify(await self.topic(), html_text)
 
     async def topic(self) -> int:
         """The Alerts topic's id."""
         if self._settings.topic_id is not None:
             return self._settings.topic_id
+        if self._topic_id is not None:
+            return self._topic_id
         known = await self._store.fact(ALERTS_TOPIC_FACT)
         if known is not None:
-            return int(known)
+            self._topic_id = int(known)
+            return self._topic_id
         topic_id = await self._topics.create_topic(_(ALERTS_TOPIC_NAME))
-        await self._store.set_fact(ALERTS_TOPIC_FACT, str(topic_id))
+        # Remembered in memory first: a database that refuses the write must not make the
+        # next alert create another topic.
+        self._topic_id = topic_id
         log.info("created the Alerts topic %d", topic_id)
+        try:
+            await self._store.set_fact(ALERTS_TOPIC_FACT, str(topic_id))
+        except StoreError as exc:
+            log.warning("the Alerts topic %d is not saved yet: %s", topic_id, exc)
         return topic_id
 
 
 def _expiry_text(field: str, expires: date, days: int) -> str:
+    name = html.escape(field)
     when = texts.strftime(expires, "%d %b %Y")
     if days < 0:
-        return _("⌛ <b>{field}</b> expired on {date}.").format(field=field, date=when)
+        return _("⌛ <b>{field}</b> expired on {date}.").format(field=name, date=when)
     return _("⌛ <b>{field}</b> expires on {date} (in {days} day(s)).").format(
-        field=field, date=when, days=days
+        field=name, date=when, days=days
     )

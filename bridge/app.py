@@ -28,7 +28,7 @@ from bridge.alerts import Alerts
 from bridge.commands import Commands, bot_commands
 from bridge.config import Settings
 from bridge.feedback import RETRY_PREFIX, Feedback
-from bridge.health import Health, ServiceState
+from bridge.health import Health, Service, ServiceState
 from bridge.intake import Intake
 from bridge.logs import redact_loggers
 from bridge.media import MediaLibrary
@@ -40,9 +40,10 @@ from bridge.relay import Relay
 from bridge.reminders import WindowReminders
 from bridge.replies import Replies, fetch_file
 from bridge.retention import Retention
-from bridge.server import build_app
+from bridge.server import build_app, make_runner, run_site
 from bridge.store import InstanceLock, Store, StoreError
 from bridge.topics import Topics
+from bridge.upkeep import Checkpoints
 from bridge.workers import Worker
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ class Bridge:
             store,
             workers_running=lambda: all(w.running for w in self._workers),
             stuck_after=s.alerts.stuck_after_minutes * 60,
+            secrets=s.secrets(),
             clock=self._clock,
         )
         health.last_callback_at = lambda: intake.last_callback_at
@@ -212,7 +214,12 @@ class Bridge:
                 metrics.balance.labels(field).set(value)
 
         alerts.on_balance = record_balance
+        intake.on_failure = alerts.wake
         topics.on_migrated = alerts.group_moved
+        # Every call into the group and every reply request tells /healthz what it learnt:
+        # a bot removed from the group, or a key NusaSMS no longer accepts, is a problem.
+        topics.on_outcome = _observer(health, "telegram")
+        outbox.on_outcome = _observer(health, "nusasms")
         self._commands = Commands(
             store,
             topics,
@@ -234,7 +241,7 @@ class Bridge:
             tz=tz,
             clock=self._clock,
         )
-        self._workers = [relay, outbox, feedback, alerts, reminders]
+        self._workers = [relay, outbox, feedback, alerts, reminders, Checkpoints(store)]
         if s.storage.retention_days > 0:
             self._workers.append(
                 Retention(store, retention_days=s.storage.retention_days, clock=self._clock)
@@ -262,7 +269,7 @@ class Bridge:
         self, intake: Intake, health: Health, media: MediaLibrary | None, metrics: Metrics
     ) -> None:
         s = self.settings
-        self._runner = web.AppRunner(
+        self._runner = make_runner(
             build_app(
                 intake=intake,
                 health=health,
@@ -274,9 +281,8 @@ class Bridge:
             access_log=logging.getLogger("aiohttp.access") if s.logging.access_log else None,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.server.host, s.server.port)
         try:
-            await site.start()
+            await run_site(self._runner, s.server.host, s.server.port)
         except OSError as exc:
             where = f"{s.server.host}:{s.server.port}"
             if exc.errno == errno.EADDRINUSE:
@@ -621,6 +627,16 @@ def _prepare_media_folder(folder: Path) -> None:
             f"cannot create the media folder {folder} ({exc.strerror}): set storage.media_dir "
             "to a folder this user may write to"
         ) from None
+
+
+def _observer(health: Health, service: Service) -> Callable[[BaseException | None], None]:
+    def observe(exc: BaseException | None) -> None:
+        if exc is None:
+            health.saw_success(service)
+        else:
+            health.saw_error(service, exc)
+
+    return observe
 
 
 def _nothing() -> None:

@@ -132,7 +132,8 @@ class Commands:
                 commands="\n".join(f"/{n} — {html.escape(_(d))}" for n, d in COMMANDS),
             )
         if name == "balance":
-            credit = await self._alerts.check_balance()
+            # The answer does not depend on an alert being posted first.
+            credit = await self._alerts.read_balance()
             if credit is None:
                 return _("⚠️ NusaSMS did not answer the balance request; see /status.")
             return format_balance(credit, read_at=self._alerts.last_balance_at, tz=self._tz)
@@ -189,6 +190,8 @@ class Commands:
             _("Last callback: {when}").format(
                 when=_local(last, self._tz) if last else _("none yet")
             ),
-            _("Last error: {error}").format(error=html.escape(errors[0]) if errors else _("none")),
+            _("Last error: {error}").format(
+                error=html.escape(self._health.redact(errors[0])) if errors else _("none")
+            ),
         ]
         return "\n".join(lines)

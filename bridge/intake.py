@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime, tzinfo
 
 from bridge.nusasms import InboxCallback, StatusCallback
-from bridge.store import NewInbound, NewStatus, Store
+from bridge.store import NewInbound, NewStatus, Store, StoreError
 
 
 class Intake:
@@ -28,11 +28,13 @@ class Intake:
         self._on_status = on_status
         self._clock = clock
         self.last_callback_at: float | None = None
+        # Told when a callback could not be stored (the alerts watch looks at once).
+        self.on_failure: Callable[[], None] = lambda: None
 
     async def inbox(self, callback: InboxCallback) -> None:
         """Commit a customer message; returns only once it is durable."""
         received_at = self._clock()
-        await self._store.add(
+        await self._add(
             NewInbound(
                 ref_no=callback.ref_no,
                 room_id=callback.room_id,
@@ -49,7 +51,7 @@ class Intake:
     async def status(self, callback: StatusCallback) -> None:
         """Commit a delivery status; returns only once it is durable."""
         received_at = self._clock()
-        await self._store.add(
+        await self._add(
             NewStatus(
                 ref_no=callback.ref_no,
                 status=callback.status.value,
@@ -59,6 +61,13 @@ class Intake:
         )
         self.last_callback_at = received_at
         self._on_status()
+
+    async def _add(self, item: NewInbound | NewStatus) -> None:
+        try:
+            await self._store.add(item)
+        except StoreError:
+            self.on_failure()
+            raise
 
     def _timestamp(self, moment: datetime) -> float:
         if moment.tzinfo is None:

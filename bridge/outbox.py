@@ -140,6 +140,9 @@ class Outbox(RoomWorker):
         super().__init__(concurrency, clock=clock)
         self._store = store
         self._client = client
+        # Told of every reply request's outcome (None: accepted), e.g. for /healthz to see
+        # an API key NusaSMS rejects.
+        self.on_outcome: Callable[[BaseException | None], None] = lambda _: None
         self._metrics = metrics or Metrics()
         self._fetch_file = fetch_file
         self._media = media
@@ -347,6 +350,7 @@ class Outbox(RoomWorker):
                 file=file,
             )
         except NusaSMSError as exc:
+            self.on_outcome(exc)
             self._metrics.api_errors.labels("nusasms", type(exc).__name__).inc()
             if file_url is not None and self._media is not None and _refused_outright(exc):
                 # Every attempt publishes a fresh copy; one NusaSMS never took is not kept
@@ -359,6 +363,7 @@ class Outbox(RoomWorker):
         finally:
             self._metrics.send_seconds.labels("nusasms").observe(time.perf_counter() - started)
         log.info("reply %d accepted by NusaSMS as %s", reply.id, ref_no)
+        self.on_outcome(None)
         self.release(reply.room_id)
         self._errors.recovered(
             f"room {reply.room_id}", "replies to room %s go out again", reply.room_id

@@ -2,15 +2,25 @@
 
 Validation happens here, once, at the edge; a request is answered 200 only after the
 intake reports the callback committed to the database.
+
+The port is open to anyone, so every connection is bounded: a request's head must arrive
+within `head_timeout` of connecting (aiohttp's keep-alive timer also runs from the
+connection's start), its body within `body_timeout`, an idle keep-alive connection is
+closed after `head_timeout`, and at `max_connections` the oldest idle connection makes
+room for a new one (or, if none is idle, the new one is closed at once, without a log line
+per socket).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import resource
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -22,10 +32,36 @@ from bridge.media import MediaLibrary
 from bridge.metrics import Metrics
 from bridge.nusasms import InboxCallback, StatusCallback
 from bridge.store import StoreError
+from bridge.workers import ErrorLog
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """How long and how many: what one client may hold of the HTTP server."""
+
+    # From connecting (or the end of the previous response) to a complete request head;
+    # also how long an idle keep-alive connection stays open. A reverse proxy in front
+    # should close its idle upstream connections sooner than this.
+    head_timeout: float = 15.0
+    # From the head to the complete body of a callback.
+    body_timeout: float = 10.0
+    max_connections: int = 512
+    backlog: int = 256
+    max_line_size: int = 4096
+    max_field_size: int = 4096
+    max_headers: int = 64
+    # After an answer sent before its request's body was read (a 408, a 413), the rest of
+    # the body is read and dropped this long, so the client sees the answer.
+    lingering: float = 2.0
+
+
+DEFAULT_LIMITS = ServerLimits()
+# File descriptors kept free for the database, the API clients and the listening socket.
+_RESERVED_DESCRIPTORS = 64
 
 _Callback = TypeVar("_Callback", bound=BaseModel)
 _OK_BODY = b'{"ok": true}'
@@ -35,6 +71,8 @@ HEALTH_KEY = web.AppKey("health", Health)
 SECRET_KEY = web.AppKey("callback_secret", bytes)
 MEDIA_KEY = web.AppKey("media", MediaLibrary)
 METRICS_KEY = web.AppKey("metrics", Metrics)
+LIMITS_KEY = web.AppKey("limits", ServerLimits)
+BUSY_KEY = web.AppKey("busy_connections", set)
 
 
 def build_app(
@@ -44,9 +82,12 @@ def build_app(
     callback_secret: str,
     media: MediaLibrary | None = None,
     metrics: Metrics | None = None,
+    limits: ServerLimits = DEFAULT_LIMITS,
 ) -> web.Application:
     """The aiohttp application with every route the bridge serves."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_track_busy])
+    app[LIMITS_KEY] = limits
+    app[BUSY_KEY] = set()
     app[INTAKE_KEY] = intake
     app[HEALTH_KEY] = health
     app[SECRET_KEY] = callback_secret.encode()
@@ -61,8 +102,138 @@ def build_app(
     return app
 
 
+def make_runner(
+    app: web.Application, *, access_log: logging.Logger | None, shutdown_timeout: float
+) -> web.AppRunner:
+    """The runner for `app`, with the connection limits `build_app` was given."""
+    limits = app[LIMITS_KEY]
+    return web.AppRunner(
+        app,
+        shutdown_timeout=shutdown_timeout,
+        access_log=access_log,
+        keepalive_timeout=limits.head_timeout,
+        # A client gone mid-request ends its handler (a callback already queued for the
+        # group commit is committed all the same).
+        handler_cancellation=True,
+        max_line_size=limits.max_line_size,
+        max_field_size=limits.max_field_size,
+        max_headers=limits.max_headers,
+        lingering_time=limits.lingering,
+    )
+
+
+async def run_site(runner: web.AppRunner, host: str, port: int) -> BoundedSite:
+    """Listen on host:port with the connection cap; the runner must be set up."""
+    site = BoundedSite(runner, host, port)
+    await site.start()
+    return site
+
+
+def connection_budget(limits: ServerLimits) -> tuple[int, int]:
+    """(connections, backlog) that fit the process's file descriptor limit.
+
+    asyncio accepts up to `backlog` sockets in one go before any of them reaches the cap,
+    and a connection closed to make room frees its descriptor only a moment later, so the
+    cap leaves room for two such bursts: a flood never runs the process out of descriptors
+    (which would stop every accept, callbacks too).
+    """
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return limits.max_connections, limits.backlog
+    budget = max(64, soft - _RESERVED_DESCRIPTORS)
+    backlog = max(8, min(limits.backlog, budget // 4))
+    return max(16, min(limits.max_connections, budget - 2 * backlog)), backlog
+
+
+class BoundedSite(web.BaseSite):
+    """A TCP site that never holds more than the app's `max_connections` connections.
+
+    At the cap, the longest-open connection not handling a request is closed to make room;
+    when every connection is busy, the new one is closed at once. Either is logged once,
+    then counted, never per socket.
+    """
+
+    __slots__ = ("_bound_port", "_busy", "_cap", "_host", "_port", "_said", "evicted", "refused")
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        cap, backlog = connection_budget(runner.app[LIMITS_KEY])
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._bound_port: int | None = None
+        self._cap = cap
+        self._busy: set[object] = runner.app[BUSY_KEY]
+        self._said = ErrorLog(log, every=60.0)
+        self.refused = 0
+        self.evicted = 0
+
+    @property
+    def name(self) -> str:
+        """The address served."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one before start)."""
+        return self._bound_port if self._bound_port is not None else self._port
+
+    async def start(self) -> None:
+        """Open the listening socket."""
+        await super().start()
+        self._server = await asyncio.get_running_loop().create_server(
+            self._protocol, self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
+        if self._server.sockets:
+            self._bound_port = int(self._server.sockets[0].getsockname()[1])
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        server = self._runner.server
+        assert server is not None
+        connections = server.connections
+        if len(connections) < self._cap:
+            return server()
+        idle = next((c for c in connections if c not in self._busy), None)
+        if idle is not None:
+            self.evicted += 1
+            self._said.failed(
+                "evict", "%d connections open: closing idle ones to make room", len(connections)
+            )
+            idle.force_close()
+            return server()
+        self.refused += 1
+        self._said.failed(
+            "refuse", "%d connections open, all busy: refusing new ones", len(connections)
+        )
+        return _Refused()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: closed at once, nothing read, nothing logged."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+@web.middleware
+async def _track_busy(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Mark the connection busy while it is handled: only idle ones make room for others."""
+    busy = request.app[BUSY_KEY]
+    protocol = request.protocol
+    busy.add(protocol)
+    try:
+        return await handler(request)
+    finally:
+        busy.discard(protocol)
+
+
 async def _media(request: web.Request) -> web.StreamResponse:
-    """A file an operator sent, for NusaSMS to fetch while its link lives."""
+    """A file an operator sent, for NusaSMS to fetch while its link lives.
+
+    Served from the bridge's own address, so never as a page: always a download, never
+    sniffed into another type, and nothing in it may run or load anything.
+    """
     media = await request.app[MEDIA_KEY].lookup(request.match_info["token"])
     if media is None:
         raise web.HTTPNotFound
@@ -71,7 +242,9 @@ async def _media(request: web.Request) -> web.StreamResponse:
         media.path,
         headers={
             "Content-Type": media.content_type,
-            "Content-Disposition": f"inline; filename*=UTF-8''{quoted}",
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quoted}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
             "Cache-Control": "private, no-store",
         },
     )
@@ -93,6 +266,7 @@ _OUTCOMES = {
     200: "stored",
     400: "malformed",
     404: "wrong_secret",
+    408: "too_slow",
     413: "too_large",
     422: "invalid",
     503: "unavailable",
@@ -124,9 +298,14 @@ async def _accept(
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:
-        raw = await request.read()
+        async with asyncio.timeout(request.app[LIMITS_KEY].body_timeout):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    except TimeoutError:
+        response = _error(408, "the body did not arrive in time")
+        response.force_close()  # what is left of the body is not waited for
+        return response
     try:
         callback = model.model_validate_json(raw)
     except ValidationError as exc:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -497,6 +498,12 @@ class Store:
         self._has_pending = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self.batches = 0
+        # The outcome of the last write (any transaction, callbacks' group commits too), so
+        # /healthz and the alerts can tell a database that takes no writes.
+        self.write_failing = False
+        self.last_write_ok_at: float | None = None
+        self.last_write_failed_at: float | None = None
+        self.last_write_error = ""
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "FULL") -> Store:
@@ -573,6 +580,7 @@ class Store:
                 raise
             except (StoreError, TimeoutError) as exc:
                 error = exc if isinstance(exc, StoreError) else StoreError("commit timed out")
+                self._write_failed(error)
                 log.error("commit of %d callbacks failed: %s", len(batch), error)
                 for pending in batch:
                     if not pending.done.done():
@@ -622,7 +630,30 @@ class Store:
                         await self._writer.rollback()
                     raise
             except (sqlite3.Error, ValueError) as exc:
-                raise StoreError(f"database write failed: {exc}") from exc
+                error = StoreError(f"database write failed: {exc}")
+                self._write_failed(error)
+                raise error from exc
+        self.write_failing = False
+        self.last_write_ok_at = time.time()
+
+    def _write_failed(self, error: StoreError) -> None:
+        self.write_failing = True
+        self.last_write_failed_at = time.time()
+        self.last_write_error = str(error)
+
+    async def checkpoint(self) -> tuple[int, int]:
+        """Copy the WAL into the database and truncate it; (WAL pages, pages copied).
+
+        Takes the write lock, so it waits for a commit in progress instead of failing; a
+        reader still busy with an old snapshot makes it copy only part (it is tried again).
+        """
+        async with self._write_lock:
+            try:
+                rows = await self._writer.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+            except (sqlite3.Error, ValueError) as exc:
+                raise StoreError(f"WAL checkpoint failed: {exc}") from exc
+        _busy, pages, copied = next(iter(rows))
+        return int(pages), int(copied)
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         async with self._transaction() as db:

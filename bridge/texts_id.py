@@ -36,6 +36,17 @@ INDONESIAN: dict[str, str] = {
     ),
     "(cont. {part}/{parts})": "(lanjutan {part}/{parts})",
     "(part 1/{parts})": "(bagian 1/{parts})",
+    # --- alerts.py: callbacks that cannot be stored ---
+    "🛑 Callbacks cannot be stored: the database takes no writes "
+    "({error}). NusaSMS is answered 503 and retries; customer "
+    "messages arrive once it can be written again. Check the free disk space and "
+    "the database file.": (
+        "🛑 Callback tidak dapat disimpan: database tidak menerima penulisan ({error}). "
+        "NusaSMS mendapat jawaban 503 dan akan mencoba lagi; pesan pelanggan akan masuk "
+        "setelah database dapat ditulis kembali. Periksa ruang disk yang tersisa dan berkas "
+        "database."
+    ),
+    "✅ Callbacks are stored again.": "✅ Callback tersimpan kembali.",
     # --- relay.py: a customer message Telegram refused for good ---
     "⚠️ A message from the customer could not be shown here (Telegram said: {reason}).": (
         "⚠️ Sebuah pesan dari pelanggan tidak dapat ditampilkan di sini (kata Telegram: {reason})."

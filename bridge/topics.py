@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, ChatMigrated, RetryAfter
+from telegram.error import BadRequest, ChatMigrated, RetryAfter, TelegramError
 
 from bridge import render
 from bridge.pacing import GroupBudget
@@ -83,6 +83,9 @@ class Topics:
         self._clock = clock
         # Told when Telegram says the group now lives under another id.
         self.on_migrated: Callable[[int], Awaitable[None]] = _ignore_migration
+        # Told of every group call's outcome (None: it worked), e.g. for /healthz to see a
+        # bot that was removed from the group.
+        self.on_outcome: Callable[[BaseException | None], None] = _ignore_outcome
         # Done at Telegram, not yet recorded: room -> topic created / topic with its header.
         self._unrecorded_topics: dict[str, int] = {}
         self._unrecorded_headers: dict[str, int] = {}
@@ -284,6 +287,7 @@ class Topics:
             try:
                 result = await request()
             except ChatMigrated as exc:
+                self.on_outcome(exc)
                 await self.on_migrated(exc.new_chat_id)
                 raise
             except RetryAfter as exc:
@@ -300,14 +304,27 @@ class Topics:
                 else:
                     log.warning("Telegram asks to wait %.0f s (group budget)", seconds)
                 continue
+            except TelegramError as exc:
+                self.on_outcome(exc)
+                raise
             finally:
                 self._budget.finish(slot)
+            self.on_outcome(None)
             return result
         slot = await self._budget.acquire(counts=counts)
         try:
-            return await request()
+            result = await request()
+        except TelegramError as exc:
+            self.on_outcome(exc)
+            raise
         finally:
             self._budget.finish(slot)
+        self.on_outcome(None)
+        return result
+
+
+def _ignore_outcome(_: BaseException | None) -> None:
+    pass
 
 
 async def _ignore_migration(new_chat_id: int) -> None:

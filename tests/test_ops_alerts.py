@@ -579,3 +579,23 @@ async def test_running_bridge_reminds_of_a_window_closing_within_warn_minutes(
     await make_bridge(settings, clock=clock)  # its reminder loop checks once at start
     await telegram.wait_for(lambda: "unanswered" in texts_in(telegram, topic)[-1])
     assert sum("unanswered" in t for t in texts_in(telegram, topic)) == 1
+
+
+async def test_field_names_from_nusasms_are_text_in_alerts_not_markup(
+    watching: Any, telegram: FakeTelegram, nusasms: FakeNusaSMS
+) -> None:
+    odd = "<promo>_balance"
+    nusasms.balance[odd] = 3
+    nusasms.balance["<promo>_expired_date"] = "2020-01-01"
+    async with watching(thresholds={odd: 10}) as watch:
+        await watch.alerts.check_balance()  # Telegram refuses HTML with an unknown tag
+        nusasms.balance[odd] = 50
+        await watch.alerts.check_balance()
+
+    low, expired, recovered = sorted(alert_texts(telegram))
+    assert "<promo>_balance" in low or "<promo>_balance" in expired
+    assert any("<promo>_balance is 3, below 10" in t for t in (low, expired, recovered))
+    assert any("<promo>_balance is back at 50" in t for t in (low, expired, recovered))
+    assert any(
+        "<promo>_expired_date expired on 01 Jan 2020" in t for t in (low, expired, recovered)
+    )

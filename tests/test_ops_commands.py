@@ -268,3 +268,23 @@ async def test_commands_from_non_operators_are_ignored(
     assert not telegram.topics[topic].closed
     assert len(nusasms.calls_to("/balance")) == balance_reads
     assert nusasms.replies == []  # and none of them became a reply to the customer
+
+
+async def test_balance_is_answered_even_when_the_alert_it_implies_cannot_be_posted(
+    tmp_path: Path,
+    config_data: dict[str, Any],
+    make_bridge: Any,
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+) -> None:
+    config_data["alerts"] = {"thresholds": {"wa_balance": 100}}
+    await make_bridge(load_settings(write_config(tmp_path, config_data), environ={}))
+    await nusasms.wait_for(lambda: len(nusasms.calls_to("/balance")) >= 1)  # the start-up read
+    # The balance is low now, but the Alerts topic for the alert cannot be made.
+    nusasms.balance["wa_balance"] = 42
+    telegram.fail_next(
+        "createForumTopic", 400, "Bad Request: not enough rights to create a topic", times=100
+    )
+    asked = command(telegram, "/balance")
+    answer = await answer_to(telegram, asked)
+    assert "• wa_balance: 42" in (answer.plain_text or "")

@@ -217,6 +217,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def test_health_reports_stuck_queues_by_its_clock(store: Store) -> None:
     clock = Clock()
     health = Health(store, workers_running=lambda: True, stuck_after=5 * MINUTE, clock=clock)
+    # Both services answered: minutes later, only the queues are news.
+    health.telegram.set("ok")
+    health.nusasms.set("ok")
     now = clock()
     await store.add(NewInbound("ref-1", ROOM, NUMBER, "halo", now, now))
     await store.add_reply(NewReply(ROOM, 4242, 777, "text", "jawab"), now)
