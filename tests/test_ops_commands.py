@@ -208,7 +208,8 @@ async def test_status_shows_queues_last_callback_and_last_error(
     answer = await answer_to(telegram, asked)
 
     lines = (answer.plain_text or "").splitlines()
-    assert lines[1] == "Telegram: ok, NusaSMS: ok"
+    # A group that denies the bot a right it needs is a refusal, not a passing error.
+    assert lines[1] == "Telegram: rejected, NusaSMS: ok"
     assert lines[2].startswith("To Telegram: 1 waiting (oldest ")
     assert lines[3] == "To WhatsApp: 0 waiting (oldest 0 s)"
     assert lines[4] == f"Last callback: {local(last)}"
