@@ -1,8 +1,12 @@
-"""Telegram's per-group budget: a sliding window, and pauses after a 429."""
+"""Timing rules: retry backoff, Telegram's per-group budget (a sliding window, and pauses)."""
 
 from __future__ import annotations
 
-from bridge.pacing import GroupBudget
+import random
+
+import pytest
+
+from bridge.pacing import BACKOFF_MAX_SECONDS, GroupBudget, backoff_delay
 
 
 class FakeTime:
@@ -98,3 +102,41 @@ async def test_ready_waits_for_a_free_slot_without_taking_it() -> None:
     assert t.now == 1010.0
     await budget.acquire()
     assert t.now == 1010.0
+
+
+# --- backoff -------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_from_one_second_until_the_one_minute_cap() -> None:
+    longest = [backoff_delay(attempts, rng=lambda: 1.0) for attempts in range(9)]
+
+    assert longest == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    assert BACKOFF_MAX_SECONDS == 60.0
+
+
+def test_backoff_stays_at_the_cap_however_many_attempts_failed() -> None:
+    for attempts in (7, 16, 17, 64, 10_000):
+        assert backoff_delay(attempts, rng=lambda: 1.0) == 60.0
+        assert backoff_delay(attempts, rng=lambda: 0.0) == 30.0
+
+
+@pytest.mark.parametrize(
+    ("draw", "fraction"), [(0.0, 0.5), (0.25, 0.625), (0.5, 0.75), (0.999, 0.9995), (1.0, 1.0)]
+)
+@pytest.mark.parametrize(("attempts", "ceiling"), [(0, 1.0), (3, 8.0), (5, 32.0), (9, 60.0)])
+def test_backoff_jitter_maps_the_draw_onto_half_to_all_of_the_ceiling(
+    attempts: int, ceiling: float, draw: float, fraction: float
+) -> None:
+    assert backoff_delay(attempts, rng=lambda: draw) == pytest.approx(ceiling * fraction)
+
+
+def test_backoff_with_real_randomness_stays_within_half_to_all_of_the_ceiling() -> None:
+    rng = random.Random(13)
+    for attempts in range(12):
+        ceiling = min(60.0, 2.0**attempts)
+        delays = [backoff_delay(attempts, rng.random) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        # Jitter spreads retries out: not all at one end of the range.
+        assert min(delays) < ceiling * 0.6
+        assert max(delays) > ceiling * 0.9
+    assert 0.5 <= backoff_delay(0) <= 1.0  # the default rng
