@@ -116,9 +116,7 @@ async def test_a_status_callback_is_committed_before_the_outbox_is_woken(
 ) -> None:
     told = Told(db_path, "SELECT ref_no, status FROM status_events")
     relay_told = Told(db_path, "SELECT 1")
-    intake = Intake(
-        store, tz=JAKARTA, on_inbound=relay_told, on_status=told, clock=lambda: NOW + 5
-    )
+    intake = Intake(store, tz=JAKARTA, on_inbound=relay_told, on_status=told, clock=lambda: NOW + 5)
 
     await intake.status(status_update("out-1", "D", "2026-11-27 12:00:00"))
 

@@ -396,7 +396,7 @@ def run(names: list[str], report: Path | None, override: tuple[str, ...] = ()) -
             try:
                 for mutant in found:
                     (copy_root / target.path).write_text(mutated_source(mutant), encoding="utf-8")
-                    outcome, took = _pytest(copy_root, tests, timeout)
+                    outcome, _ = _pytest(copy_root, tests, timeout)
                     if outcome == "passed":
                         survivors.append(mutant)
                         lines.append(
@@ -408,7 +408,8 @@ def run(names: list[str], report: Path | None, override: tuple[str, ...] = ()) -
                     sys.stdout.flush()
             finally:
                 (copy_root / target.path).write_text(original, encoding="utf-8")
-            summary = f"{name}: {len(found)} mutants, {killed} killed, {len(found) - killed} survived"
+            alive = len(found) - killed
+            summary = f"{name}: {len(found)} mutants, {killed} killed, {alive} survived"
             print(summary, flush=True)
             lines.insert(0, summary)
     if report is not None:
