@@ -34,6 +34,59 @@ async def test_budget_allows_a_full_window_then_one_send_per_slot() -> None:
     assert t.now == 1060.0  # the 21st waits until the first leaves the window
 
 
+async def test_after_the_first_window_sends_go_out_one_per_freed_slot() -> None:
+    t = FakeTime()
+    budget = GroupBudget(2, 10, clock=t.clock, sleep=t.sleep)
+    sent = []
+    for _ in range(7):
+        await budget.acquire()
+        sent.append(t.now)
+    # A slot frees exactly when its send leaves the window, and not a moment earlier.
+    assert sent == [1000.0, 1000.0, 1010.0, 1010.0, 1020.0, 1020.0, 1030.0]
+
+
+async def test_the_next_send_waits_for_the_oldest_send_in_the_window_not_the_newest() -> None:
+    t = FakeTime()
+    budget = GroupBudget(2, 10, clock=t.clock, sleep=t.sleep)
+    await budget.acquire()
+    t.now += 4
+    await budget.acquire()
+    await budget.acquire()
+    assert t.now == 1010.0  # the send at 1000 left the window; the one at 1004 has not
+    await budget.acquire()
+    assert t.now == 1014.0
+
+
+@pytest.mark.parametrize(("messages", "seconds"), [(0, 60.0), (-1, 60.0), (1, 0.0), (1, -1.0)])
+def test_a_budget_without_a_message_or_a_window_is_refused(messages: int, seconds: float) -> None:
+    with pytest.raises(ValueError, match="at least one message"):
+        GroupBudget(messages, seconds)
+
+
+def test_the_smallest_budget_is_one_message_in_any_positive_window() -> None:
+    assert GroupBudget(1, 0.001).paused_for == 0.0
+
+
+async def test_a_fresh_budget_imposes_no_pause_whatever_the_clock_reads() -> None:
+    t = FakeTime()
+    t.now = 0.0
+    budget = GroupBudget(5, clock=t.clock, sleep=t.sleep)
+    assert budget.paused_for == 0.0
+    await budget.acquire()
+    assert t.slept == []
+
+
+async def test_a_pause_counts_down_to_zero_and_never_below() -> None:
+    t = FakeTime()
+    budget = GroupBudget(20, clock=t.clock, sleep=t.sleep)
+    budget.pause(5)
+    budget.pause(2)  # a shorter pause does not cut the longer one short
+    t.now += 3
+    assert budget.paused_for == 2.0
+    t.now += 10
+    assert budget.paused_for == 0.0
+
+
 async def test_sends_in_any_window_never_exceed_the_budget() -> None:
     t = FakeTime()
     budget = GroupBudget(20, clock=t.clock, sleep=t.sleep)
@@ -68,11 +121,14 @@ async def test_reactions_do_not_spend_the_budget_but_respect_pauses() -> None:
     t = FakeTime()
     budget = GroupBudget(1, clock=t.clock, sleep=t.sleep)
     await budget.acquire()
-    await budget.acquire(counts=False)
+    assert await budget.acquire(counts=False) is None
     assert t.now == 1000.0
     budget.pause(3)
-    await budget.acquire(counts=False)
+    assert await budget.acquire(counts=False) is None
     assert t.now == 1003.0
+    # Only the one counted send holds the window.
+    await budget.acquire()
+    assert t.now == 1060.0
 
 
 async def test_window_counts_from_telegrams_answer_not_the_request() -> None:
