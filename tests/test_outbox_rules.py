@@ -30,7 +30,13 @@ from bridge.nusasms import (
     NusaSMSUnavailableError,
     NusaSMSValidationError,
 )
-from bridge.outbox import Outbox, _refused_outright, _retry_after, status_rank
+from bridge.outbox import (
+    AttachmentUnavailable,
+    Outbox,
+    _refused_outright,
+    _retry_after,
+    status_rank,
+)
 from bridge.store import NewInbound, NewReply, NewStatus, Store
 from tests.fakes.nusasms import FakeNusaSMS
 
@@ -47,6 +53,8 @@ class Rig:
     outbox: Outbox
     path: Path
     changed: list[None]
+    draw: list[float]
+    files: dict[str, Exception]
 
     def row(self, reply_id: int, columns: str) -> tuple[Any, ...]:
         with sqlite3.connect(self.path) as db:
@@ -89,9 +97,11 @@ async def rig(tmp_path: Path, nusasms: FakeNusaSMS) -> AsyncIterator[Rig]:
     store = await Store.open(path)
     await store.add(NewInbound("in-1", ROOM, "6281234567890", "halo", NOW, NOW))
     changed: list[None] = []
+    draw = [1.0]  # what the jitter draws
+    files: dict[str, Exception] = {}
 
     async def no_files(file_id: str) -> bytes:
-        raise AssertionError(f"no file expected, asked for {file_id}")
+        raise files.get(file_id, AssertionError(f"no file expected, asked for {file_id}"))
 
     async with NusaSMSClient(
         nusasms.api_key, base_url=nusasms.base_url, request_timeout=2
@@ -105,10 +115,10 @@ async def rig(tmp_path: Path, nusasms: FakeNusaSMS) -> AsyncIterator[Rig]:
             tz=timezone(timedelta(hours=7)),
             on_changed=lambda: changed.append(None),
             clock=lambda: NOW,
-            rng=lambda: 1.0,
+            rng=lambda: draw[0],
         )
         try:
-            yield Rig(store, outbox, path, changed)
+            yield Rig(store, outbox, path, changed, draw, files)
         finally:
             await outbox.stop()
             await store.close()
@@ -141,6 +151,8 @@ async def statuses_applied(rig: Rig) -> bool:
         ("delivered", ["read"], "read", "read"),
         (None, ["read", "failed"], "failed", "failed"),
         ("failed", ["read", "delivered"], "failed", "accepted"),
+        ("failed", ["aborted"], "failed", "accepted"),
+        (None, ["aborted", "failed"], "aborted", "failed"),
     ],
 )
 async def test_a_status_only_ever_moves_forward(
@@ -261,6 +273,28 @@ async def test_a_reply_refused_outright_fails_and_one_that_may_have_arrived_is_u
     assert [rig.row(r, "state, display")[0] for r in replies] == [o[2] for o in outcomes]
     assert [rig.row(r, "display")[0] for r in replies] == [o[2] for o in outcomes]
     assert rig.row(replies[2], "error") == ("room is closed",)
+
+
+async def test_a_file_telegram_cannot_give_now_is_retried_after_the_first_backoff(
+    rig: Rig,
+) -> None:
+    rig.draw[0] = 0.0  # the shortest jitter: half the first ceiling
+    rig.files["file-1"] = AttachmentUnavailable("Telegram timed out")
+    reply_id = await rig.store.add_reply(
+        NewReply(ROOM, 501, 7, "document", "the invoice", "file-1", "invoice.pdf"), NOW
+    )
+    assert reply_id is not None
+
+    rig.outbox.start()
+    await rig.settle(lambda: _next_attempt_set(rig, reply_id))
+
+    # No request went out, so no attempt is counted; the wait is the bridge's own backoff.
+    assert rig.row(reply_id, "state, attempts, next_attempt_at") == ("queued", 0, NOW + 0.5)
+    assert "Telegram timed out" in rig.row(reply_id, "error")[0]
+
+
+async def _next_attempt_set(rig: Rig, reply_id: int) -> bool:
+    return bool(rig.row(reply_id, "next_attempt_at")[0] > 0)
 
 
 async def _attempted(rig: Rig, reply_id: int, attempts: int) -> bool:

@@ -160,6 +160,32 @@ async def test_closing_answers_callbacks_still_waiting_for_their_commit(db_path:
     assert stored == {f"ref-{i}" for i, r in enumerate(results) if r is None}
 
 
+async def test_closing_during_a_commit_refuses_its_callbacks_and_keeps_none_of_them(
+    db_path: Path,
+) -> None:
+    store = await Store.open(db_path)
+    blocker = sqlite3.connect(db_path, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        waiting = [asyncio.ensure_future(store.add(inbound(f"ref-{i}"))) for i in range(3)]
+        # Private: the only sign that the committer has taken the batch into its transaction.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while store._pending:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.001)
+        closing = asyncio.ensure_future(store.close())
+        await asyncio.sleep(0)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    await bounded(closing)
+
+    results = await bounded(asyncio.gather(*waiting, return_exceptions=True))
+    assert [str(r) for r in results] == ["database closed"] * 3
+    assert committed(db_path, "SELECT count(*) FROM inbound") == [(0,)]
+
+
 # --- rollback of a failed write -----------------------------------------------------------
 
 
