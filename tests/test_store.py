@@ -47,8 +47,16 @@ def status(ref_no: str, value: Any = "read", at: float = 100.0) -> Any:
 
 
 async def bounded(awaitable: Any) -> Any:
-    """Await with a bound, so a waiter that is never answered fails the test instead of hanging."""
-    return await asyncio.wait_for(awaitable, timeout=5)
+    """Await with a bound, so a waiter that is never answered fails the test instead of hanging.
+
+    Not `wait_for`: a task that swallows the cancellation would pass for one that finished.
+    """
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:
+        task.cancel()
+        raise AssertionError("not answered within 5 s")
+    return task.result()
 
 
 # --- group commit ------------------------------------------------------------------------
@@ -168,6 +176,8 @@ async def test_closing_during_a_commit_refuses_its_callbacks_and_keeps_none_of_t
     blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
         waiting = [asyncio.ensure_future(store.add(inbound(f"ref-{i}"))) for i in range(3)]
+        await asyncio.sleep(0)  # the callbacks are queued for the committer
+        assert not any(w.done() for w in waiting)
         # Private: the only sign that the committer has taken the batch into its transaction.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5

@@ -3,6 +3,7 @@
     python tests/mutants/run.py                 # every target
     python tests/mutants/run.py pacing store    # some targets (names below)
     python tests/mutants/run.py --list          # the mutants, without running anything
+    python tests/mutants/run.py store --only 20 21   # some mutants of one target, by number
 
 Each mutant is one small change to one file (a comparison flipped, min for max, + for -, a
 number moved by one, a statement or an `await` deleted, True for False, a returned value
@@ -372,7 +373,12 @@ def _check_imports_copy(copy_root: Path) -> None:
         raise SystemExit(f"the copy imports bridge from {where}, not from {copy_root}")
 
 
-def run(names: list[str], report: Path | None, override: tuple[str, ...] = ()) -> int:
+def run(
+    names: list[str],
+    report: Path | None,
+    override: tuple[str, ...] = (),
+    only: frozenset[int] = frozenset(),
+) -> int:
     """Run every mutant of the named targets; print and optionally write the survivors."""
     survivors: list[Mutant] = []
     lines: list[str] = []
@@ -391,7 +397,7 @@ def run(names: list[str], report: Path | None, override: tuple[str, ...] = ()) -
                 raise SystemExit(f"{name}: the unmutated tests do not pass ({outcome})")
             timeout = max(20.0, 3 * baseline)
             original = (copy_root / target.path).read_text(encoding="utf-8")
-            found = mutants(name)
+            found = [m for m in mutants(name) if not only or m.index in only]
             killed = 0
             try:
                 for mutant in found:
@@ -427,6 +433,9 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="print the mutants and stop")
     parser.add_argument("--report", type=Path, help="write the survivors to this file")
     parser.add_argument(
+        "--only", nargs="+", type=int, default=[], help="run only the mutants with these numbers"
+    )
+    parser.add_argument(
         "--tests", nargs="+", default=[], help="run these tests instead of the targets' own"
     )
     args = parser.parse_args()
@@ -439,7 +448,7 @@ def main() -> int:
             for mutant in mutants(name):
                 print(f"{TARGETS[name].path}:{mutant.line} #{mutant.index} {mutant.description}")
         return 0
-    return run(names, args.report, tuple(args.tests))
+    return run(names, args.report, tuple(args.tests), frozenset(args.only))
 
 
 if __name__ == "__main__":
