@@ -15,6 +15,7 @@ from bridge.app import Bridge
 from bridge.config import Settings
 from tests.conftest import NUMBER, ROOM, Callbacks, inbox_body
 from tests.fakes.telegram import FakeTelegram
+from tests.settle import settled
 
 OTHER_ROOM = "7d1e9a40-1111-4a2b-9c3d-0123456789ab"
 
@@ -66,16 +67,17 @@ async def test_later_messages_of_a_room_go_to_the_same_topic(
 
 
 async def test_duplicate_ref_no_is_acknowledged_and_posted_once(
-    callbacks: Callbacks, telegram: FakeTelegram, settings: Settings
+    callbacks: Callbacks, telegram: FakeTelegram, settings: Settings, bridge: Bridge
 ) -> None:
     body = inbox_body("ref-dup", "sekali saja")
     assert (await callbacks.inbox(body)).status == 200
     assert (await callbacks.inbox(body)).status == 200
     await telegram.wait_for(lambda: len(telegram.messages) >= 2)
     assert (await callbacks.inbox(body)).status == 200
-    await asyncio.sleep(0.3)
+    await settled(bridge)
 
     assert [m.plain_text for m in telegram.messages].count("sekali saja") == 1
+    assert len(telegram.calls_of("sendMessage")) == 2  # the topic's header, then the text
     assert db_rows(settings, "SELECT count(*) FROM inbound") == [(1,)]
 
 
@@ -102,7 +104,7 @@ async def test_waiting_messages_of_a_room_are_posted_as_one_message_in_order(
     await telegram.come_up()
 
     await telegram.wait_for(lambda: len(telegram.messages) >= 2, timeout=15)
-    await asyncio.sleep(0.3)
+    await settled(bridge)
     [topic] = telegram.topics.values()
     _header, combined = texts_in(telegram, topic.thread_id)
     assert combined == "\n\n".join(f"pesan {i}" for i in range(5))
@@ -274,7 +276,7 @@ async def test_a_failing_room_does_not_hold_up_other_rooms(
 ) -> None:
     telegram.fail_next("createForumTopic", 500, "Internal Server Error", times=1)
     await callbacks.inbox(inbox_body("ref-stuck", "macet"))
-    await asyncio.sleep(0.2)
+    await telegram.wait_for(lambda: bool(telegram.calls_of("createForumTopic")))
     await callbacks.inbox(
         inbox_body("ref-ok", "lancar", room_id=OTHER_ROOM, sender_number="6285711112222")
     )
