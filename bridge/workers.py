@@ -158,6 +158,11 @@ class RoomWorker(Worker):
         return min(idle, max(0.0, min(times) - self._hold_clock()))
 
     @property
+    def turns_running(self) -> int:
+        """How many rooms have a turn running right now."""
+        return len(self._busy)
+
+    @property
     def free_turns(self) -> int:
         """How many more rooms may be served right now."""
         return max(0, self._concurrency - len(self._busy))

@@ -80,7 +80,8 @@ class Rig:
         while True:
             self.outbox.wake()
             await asyncio.sleep(0.01)
-            if await done() and not self.outbox.unavailable():
+            # A room held for its backoff is settled too: only a running turn is not.
+            if await done() and not self.outbox.turns_running:
                 return
             assert loop.time() < deadline, "the outbox never settled"
 
