@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 from telegram import BotCommandScopeChat, Update
-from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
 from bridge import preflight, texts
@@ -28,7 +28,7 @@ from bridge.alerts import Alerts
 from bridge.commands import Commands, bot_commands
 from bridge.config import Settings
 from bridge.feedback import RETRY_PREFIX, Feedback
-from bridge.health import Health, Service, ServiceState
+from bridge.health import Health, Service, ServiceState, describe
 from bridge.intake import Intake
 from bridge.logs import redact_loggers
 from bridge.media import MediaLibrary
@@ -314,7 +314,7 @@ class Bridge:
             state.set("rejected", str(exc))
             raise
         except (TimeoutError, TelegramError, NusaSMSError) as exc:
-            state.set("unreachable", _describe(exc))
+            state.set("unreachable", describe(exc))
             log.warning("%s is unreachable for now; starting anyway and retrying", name)
         else:
             return
@@ -335,7 +335,7 @@ class Bridge:
                 log.error("%s: %s", name, exc)
                 return
             except (TimeoutError, TelegramError, NusaSMSError) as exc:
-                state.set("unreachable", _describe(exc))
+                state.set("unreachable", describe(exc))
                 delay = min(delay * 2, RECHECK_MAX_SECONDS)
             else:
                 return
@@ -370,7 +370,7 @@ class Bridge:
 
     def _polling_error(self, exc: TelegramError) -> None:
         if self.health is not None:
-            self.health.telegram.set("unreachable", _describe(exc))
+            self.health.telegram.set("unreachable", describe(exc))
 
     def _add_handlers(self, application: Application, topics: Topics) -> None:  # type: ignore[type-arg]
         replies = self._replies
@@ -557,7 +557,7 @@ class _UpdatePoller(Worker):
         except (TimeoutError, TelegramError) as exc:
             # Replies are keyed by their Telegram message id: an update fetched again after
             # a restart is recognised, not sent twice.
-            log.warning("could not confirm the last Telegram updates: %s", _describe(exc))
+            log.warning("could not confirm the last Telegram updates: %s", describe(exc))
 
 
 async def run(settings: Settings) -> int:
@@ -641,14 +641,6 @@ def _observer(health: Health, service: Service) -> Callable[[BaseException | Non
 
 def _nothing() -> None:
     pass
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    if isinstance(exc, NetworkError):
-        return f"network: {exc.message}"
-    return str(exc)
 
 
 def _log_death(task: asyncio.Task[None]) -> None:

@@ -113,7 +113,7 @@ class Health:
         if rejected is not None:
             state.set("rejected", self.redact(rejected))
         elif _unreachable(exc) and state.state != "rejected":
-            state.set("unreachable", self.redact(_describe(exc)))
+            state.set("unreachable", self.redact(describe(exc)))
 
     def saw_success(self, name: Service, detail: str = "") -> None:
         """A call into `name` succeeded: it is reachable and accepts us."""
@@ -226,7 +226,8 @@ def _unreachable(exc: BaseException) -> bool:
     )
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """A failed call in a few words, for a service's state."""
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     if isinstance(exc, NetworkError):
