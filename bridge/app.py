@@ -42,7 +42,7 @@ from bridge.replies import Replies, fetch_file
 from bridge.retention import Retention
 from bridge.server import build_app, make_runner, run_site
 from bridge.store import InstanceLock, Store, StoreError
-from bridge.topics import Topics
+from bridge.topics import Topics, retry_after_seconds
 from bridge.upkeep import Checkpoints
 from bridge.workers import Worker
 
@@ -531,7 +531,7 @@ class _UpdatePoller(Worker):
                     allowed_updates=ALLOWED_UPDATES,
                 )
             except RetryAfter as exc:
-                delay = min(_seconds(exc.retry_after) + 0.5, RECHECK_MAX_SECONDS)
+                delay = min(retry_after_seconds(exc) + 0.5, RECHECK_MAX_SECONDS)
                 continue
             except TelegramError as exc:
                 self._on_error(exc)
@@ -605,12 +605,6 @@ async def _within_limit(stopping: Awaitable[object]) -> None:
     except TimeoutError:
         # Bridge.stop closes the clients, the database and the lock on its way out regardless.
         log.warning("shutdown took over %.0f s; stopped what was left", SHUTDOWN_LIMIT_SECONDS)
-
-
-def _seconds(value: float | object) -> float:
-    """A retry_after as seconds (PTB gives an int or a timedelta, by version and setting)."""
-    total = getattr(value, "total_seconds", None)
-    return float(total()) if callable(total) else float(value)  # type: ignore[arg-type]
 
 
 def _prepare_media_folder(folder: Path) -> None:
