@@ -471,8 +471,8 @@ class Outbox(RoomWorker):
         growth = max(attempts, self._errors.failures(key))
         delay = min(MAX_WAIT_SECONDS, max(backoff_delay(growth, self._rng), at_least))
         next_at = self._clock() + delay
-        # The room waits in memory too: its wait must not depend on the write below.
-        self.hold(reply.room_id, next_at)
+        # If the write below fails, the outcome waits in memory and keeps the room out of
+        # turn (`unavailable`) until it is written, backoff included: no spin either way.
         self._errors.failed(
             key,
             "reply %d to room %s not sent (%s); retrying in %.1f s",

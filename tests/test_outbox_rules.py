@@ -293,6 +293,12 @@ async def test_a_file_telegram_cannot_give_now_is_retried_after_the_first_backof
     assert rig.row(reply_id, "state, attempts, next_attempt_at") == ("queued", 0, NOW + 0.5)
     assert "Telegram timed out" in rig.row(reply_id, "error")[0]
 
+    # Due again (as if the wait had passed) and still unavailable: the wait grows, though
+    # no attempt was counted, since the room's failures are.
+    await rig.store.update_reply(reply_id, next_attempt_at=0)
+    await rig.settle(lambda: _next_attempt_set(rig, reply_id))
+    assert rig.row(reply_id, "state, attempts, next_attempt_at") == ("queued", 0, NOW + 1.0)
+
 
 async def _next_attempt_set(rig: Rig, reply_id: int) -> bool:
     return bool(rig.row(reply_id, "next_attempt_at")[0] > 0)
