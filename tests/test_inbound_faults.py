@@ -28,6 +28,7 @@ from bridge.store import NewInbound, Store, StoreError
 from bridge.topics import Topics
 from tests.conftest import NUMBER, ROOM, SECRETS, Callbacks, inbox_body
 from tests.fakes.telegram import FakeTelegram
+from tests.test_pacing import FakeTime
 
 ROOMS = [f"7d1e9a40-{i:04d}-4a2b-9c3d-0123456789ab" for i in range(3)]
 
@@ -301,21 +302,6 @@ async def test_a_one_line_message_is_not_held_up_by_other_rooms_long_messages(
             continue
         for number, part in enumerate(shown[1:], start=2):
             assert part.startswith(f"(cont. {number}/{len(shown)})\n")
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @contextlib.asynccontextmanager
