@@ -69,5 +69,18 @@ def test_only_the_composition_root_sees_telegram_ext_and_only_server_and_root_ai
     for name, imports in modules().items():
         if uses(imports, "telegram.ext"):
             assert name == "bridge.app", name
-        if uses(imports, "aiohttp"):
+        if uses(imports, "aiohttp") and not name.startswith("bridge.sandbox"):
             assert name in ("bridge.app", "bridge.server", "bridge.nusasms.client"), name
+
+
+def test_the_sandbox_stands_beside_the_bridge() -> None:
+    # The bridge reaches the emulator over HTTP only, as it reaches NusaSMS; the emulator
+    # knows the bridge only through the reference's shapes.
+    for name, imports in modules().items():
+        inside = name.startswith("bridge.sandbox")
+        if inside:
+            assert not {
+                i for i in imports if uses({i}, "bridge") and not uses({i}, "bridge.sandbox")
+            }, name
+        elif name != "bridge.cli":
+            assert not uses(imports, "bridge.sandbox"), name

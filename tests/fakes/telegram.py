@@ -57,7 +57,7 @@ import aiohttp
 from aiohttp import web
 from telegram.constants import ReactionEmoji
 
-from tests.fakes._loopback import MAX_BODY, LoopbackServer
+from bridge.sandbox.loopback import MAX_BODY, LoopbackServer
 
 __all__ = [
     "DEFAULT_TOKEN",
