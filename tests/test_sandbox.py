@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -326,3 +329,50 @@ async def test_a_customer_and_an_operator_talk_through_the_bridge(
         )
     )
     await telegram.wait_for(lambda: telegram.reactions.get(operator, [])[-1:] == ["👀"])
+
+
+async def test_bridge_sandbox_runs_the_bridge_and_prints_the_page(
+    tmp_path: Path,
+    config_data: dict[str, Any],
+    telegram: FakeTelegram,
+    http: aiohttp.ClientSession,
+) -> None:
+    del config_data["nusasms"]
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config_data), encoding="utf-8")
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "sandbox",
+        "--config",
+        str(path),
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(20):
+            lines = [(await process.stdout.readline()).decode() for _ in range(2)]
+        assert lines[0].strip() == f"sandbox database: {tmp_path / 'bridge.sandbox.db'}"
+        assert lines[1].strip() == f"the customer's phone: http://127.0.0.1:{port}/"
+        body = {"number": "081234567890", "name": "Sari", "text": "Halo dari sandbox"}
+        async with asyncio.timeout(20):
+            while True:  # the callback port opens just after the page's
+                async with http.post(f"http://127.0.0.1:{port}/sandbox/send", json=body) as answer:
+                    if (await answer.json())["status"] == "received":
+                        break
+                await asyncio.sleep(0.1)
+        await telegram.wait_for(
+            lambda: any("Halo dari sandbox" in (m.text or "") for m in telegram.messages),
+            timeout=20,
+        )
+        assert not (tmp_path / "bridge.sqlite3").exists()
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await process.wait() == 0
