@@ -63,11 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in maintenance.COMMANDS:
         return maintenance.run(args)
 
-    # The sandbox needs no NusaSMS key: a fixed one that only the emulator knows stands in,
-    # so the real key (in the file or the environment) is never used.
-    environ = {**os.environ, "NUSASMS_API_KEY": SANDBOX_API_KEY}
+    if args.command == "sandbox" and not 0 <= args.failure_rate <= 1:
+        print("--failure-rate must be between 0 and 1", file=sys.stderr)
+        return 2
     try:
-        settings = load_settings(args.config, environ if args.command == "sandbox" else None)
+        settings = load_for(args.command, args.config)
     except ConfigError as exc:
         if args.command == "check":
             print("✘ configuration")
@@ -84,13 +84,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.logging.level, json_lines=settings.logging.json_lines, secrets=settings.secrets()
     )
     if args.command == "sandbox":
-        if not 0 <= args.failure_rate <= 1:
-            print("--failure-rate must be between 0 and 1", file=sys.stderr)
-            return 2
         return asyncio.run(_sandbox(settings, args.port, args.failure_rate))
     from bridge.app import run as run_bridge
 
     return asyncio.run(run_bridge(settings))
+
+
+def load_for(command: str, path: Path) -> Settings:
+    """The configuration a command runs with; ConfigError names what is wrong.
+
+    The sandbox needs no NusaSMS key: a fixed one that only the emulator knows stands in,
+    so the real key (in the file or the environment) is never used.
+    """
+    if command == "sandbox":
+        return load_settings(path, {**os.environ, "NUSASMS_API_KEY": SANDBOX_API_KEY})
+    return load_settings(path)
 
 
 def sandbox_settings(settings: Settings, *, nusasms_url: str, port: int) -> Settings:

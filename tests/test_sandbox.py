@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from bridge.app import Bridge
-from bridge.cli import SANDBOX_API_KEY, free_port, main, sandbox_settings
-from bridge.config import Settings
+from bridge.cli import SANDBOX_API_KEY, free_port, load_for, main, sandbox_settings
+from bridge.config import ConfigError, Settings
 from bridge.sandbox.customers import SandboxNusaSMS, normalize_number, room_of
 from tests.fakes.telegram import FakeTelegram
 
@@ -292,16 +292,22 @@ async def test_the_sandbox_runs_the_bridge_apart_from_its_real_data(settings: Se
 
 
 def test_bridge_sandbox_needs_no_nusasms_key(
-    tmp_path: Path, config_data: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    config_data: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     del config_data["nusasms"]
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps(config_data), encoding="utf-8")
-    # The configuration loads (a missing key would be a config error); the option is next.
+    # A real key in the environment is not used either.
+    monkeypatch.setenv("NUSASMS_API_KEY", "the-real-key")
+    assert load_for("sandbox", path).nusasms.api_key.get_secret_value() == SANDBOX_API_KEY
+    monkeypatch.delenv("NUSASMS_API_KEY")
+    with pytest.raises(ConfigError, match="nusasms: missing"):
+        load_for("run", path)
     assert main(["sandbox", "--config", str(path), "--failure-rate", "2"]) == 2
     assert "--failure-rate must be between 0 and 1" in capsys.readouterr().err
-    assert main(["run", "--config", str(path)]) == 2
-    assert "nusasms: missing" in capsys.readouterr().err
 
 
 async def test_a_customer_and_an_operator_talk_through_the_bridge(

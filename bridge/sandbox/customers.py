@@ -420,8 +420,8 @@ class SandboxNusaSMS(FakeNusaSMS):
         status: int | None = None
         for attempt in range(_CALLBACK_TRIES):
             try:
-                async with self._session.post(
-                    f"{self.callback_base}/{kind}", json=body
+                async with self._session.request(
+                    "POST", f"{self.callback_base}/{kind}", json=body
                 ) as response:
                     status = response.status
             except (aiohttp.ClientError, TimeoutError):
