@@ -100,6 +100,13 @@ class Bridge:
             raise RuntimeError("bridge not started")
         return self._store
 
+    def wake_outbound(self) -> None:
+        """Something was queued for WhatsApp (e.g. a template): send it, and show it."""
+        if self._outbox is not None:
+            self._outbox.wake()
+        if self._feedback is not None:
+            self._feedback.wake()
+
     async def start(self) -> None:
         """Bring everything up; raise `preflight.Rejected` if a service refuses us and
         `StartupError` for what else a person must fix. Cancelling it stops what was started."""

@@ -255,4 +255,12 @@ INDONESIAN: dict[str, str] = {
         "jendela balasan sudah ditutup pada {when} sebelum pesan sempat dikirim"
     ),
     "WhatsApp reports the message {status}": "WhatsApp melaporkan status pesan: {status}",
+    # --- templates: the send path (outbox.py, feedback.py) ---
+    "the stored template is unreadable: {error}": (
+        "template yang tersimpan tidak dapat dibaca: {error}"
+    ),
+    "a file as header media needs nusasms.media_mode: url (give the media's URL instead)": (
+        "berkas sebagai media header memerlukan nusasms.media_mode: url (berikan URL medianya saja)"
+    ),
+    "📨 <b>Template</b>\n{text}": "📨 <b>Template</b>\n{text}",
 }
