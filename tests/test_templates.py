@@ -479,3 +479,120 @@ async def test_status_counts_templates_sent_today(
     )
     asked = command(telegram, None, "/status")
     assert "Templates sent: 1 today, 0 yesterday" in await answer(telegram, asked)
+
+
+async def test_kill_9_while_the_broadcast_is_in_flight_never_sends_it_again(
+    bridge_process: Callable[[], Any],
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+    http: aiohttp.ClientSession,
+) -> None:
+    proc = bridge_process()
+    proc.start()
+    await proc.wait_ready(http)
+    topic = await open_room(Callbacks(f"http://127.0.0.1:{proc.port}", http), telegram)
+    nusasms.delay_next(BROADCAST, 30)  # NusaSMS takes it, but answers too late
+    command(telegram, topic, "/template bridge_greeting Budi")
+    await nusasms.wait_for(lambda: len(nusasms.broadcasts) == 1, timeout=10)
+    proc.kill()
+
+    proc.start()
+    await proc.wait_ready(http)
+
+    def unknown_shown() -> bool:
+        posts = posts_with(telegram, topic, "Halo Budi")
+        return bool(posts) and reaction(telegram, posts[-1].message_id) == "🤔"
+
+    await telegram.wait_for(unknown_shown, timeout=15)
+    post = posts_with(telegram, topic, "Halo Budi")[-1]
+    await telegram.wait_for(lambda: bool(notices_on(telegram, post.message_id)), timeout=10)
+    assert "Outcome unknown" in (notices_on(telegram, post.message_id)[0].text or "")
+    assert len(nusasms.calls_to(BROADCAST)) == 1
+    proc.stop()
+
+
+# --- reading templates and choosing a channel, without the bridge ---------------------------
+
+
+def test_every_template_shape_reads_to_the_same_understanding() -> None:
+    from bridge.nusasms import Template
+    from bridge.templates import spec_of
+
+    order = spec_of(Template.model_validate(ORDER))
+    assert (order.header_kind, order.header_text, order.body_values) == ("text", "Pesanan {{1}}", 2)
+    assert [b.index for b in order.suffix_buttons] == [0]
+    assert order.language == "id"
+    promo = spec_of(Template.model_validate(PROMO))
+    assert (promo.header_kind, promo.body, promo.category) == (
+        "image",
+        "Diskon {{1}} untuk Anda!",
+        "MARKETING",
+    )
+    invoice = spec_of(Template.model_validate(INVOICE))
+    assert (invoice.header_kind, invoice.slots()) == ("document", ["header document URL"])
+    meta = spec_of(
+        Template.model_validate(
+            {
+                "id": "x",
+                "name": "meta",
+                "status": "approved",
+                "category": "UTILITY",
+                "language": {"code": "en_US"},
+                "components": [
+                    {"type": "BODY", "text": "Code {{1}} expires in {{2}} min"},
+                    {
+                        "type": "BUTTONS",
+                        "buttons": [{"type": "URL", "text": "Go", "url": "https://a/{{1}}"}],
+                    },
+                ],
+            }
+        )
+    )
+    assert (meta.approved, meta.language, meta.slots()) == (
+        True,
+        "en_US",
+        ["{{1}}", "{{2}}", "button “Go” URL suffix"],
+    )
+    assert not spec_of(Template.model_validate(DRAFT)).approved
+
+
+def test_a_stored_template_message_reads_back_the_same() -> None:
+    from bridge.nusasms import Template
+    from bridge.templates import spec_of
+
+    order = spec_of(Template.model_validate(ORDER))
+    message = order.message(CHANNEL_ID, ["A-17", "Budi", "JNE", "ORD17"])
+    assert TemplateMessage.from_json(message.to_json()) == message
+    with pytest.raises(ValueError, match="not a stored template message"):
+        TemplateMessage.from_json("{}")
+
+
+@pytest.mark.parametrize(
+    ("raw", "values"),
+    [
+        ("", []),
+        ("a | b c | 'd'", ["a", "b c", "d"]),
+        ('"Budi Santoso" ORD-1', ["Budi Santoso", "ORD-1"]),
+        ("a|", ["a", ""]),
+    ],
+)
+def test_values_split_on_pipes_or_like_a_shell(raw: str, values: list[str]) -> None:
+    from bridge.picker import split_values
+
+    assert split_values(raw) == values
+
+
+async def test_several_channels_need_one_configured_or_named(nusasms: FakeNusaSMS) -> None:
+    from bridge.nusasms import NusaSMSClient
+    from bridge.templates import Catalog, ChannelError
+
+    second = "0c0c0c0c-1111-4222-8333-444444444444"
+    nusasms.channels.append({**nusasms.channels[0], "id": second})
+    async with NusaSMSClient(nusasms.api_key, base_url=nusasms.base_url) as client:
+        with pytest.raises(ChannelError) as refused:
+            await Catalog(client).channel()
+        assert refused.value.channels == (CHANNEL_ID, second)
+        assert await Catalog(client, channel_id=second).channel() == second
+        assert await Catalog(client).channel(CHANNEL_ID) == CHANNEL_ID
+        with pytest.raises(ChannelError, match="unknown channel nope"):
+            await Catalog(client).channel("nope")
