@@ -473,7 +473,7 @@ class Catalog(Worker):
     async def channel(self, wanted: str | None = None) -> str:
         """The channel to send with: `wanted`, else the configured one, else the only one."""
         channels = await self.channels()
-        choice = wanted or self._channel_id
+        choice = wanted or self._channel_id or None
         if choice is not None:
             if choice not in channels:
                 raise ChannelError(f"unknown channel {choice}", channels)

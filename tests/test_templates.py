@@ -596,3 +596,28 @@ async def test_several_channels_need_one_configured_or_named(nusasms: FakeNusaSM
         assert await Catalog(client).channel(CHANNEL_ID) == CHANNEL_ID
         with pytest.raises(ChannelError, match="unknown channel nope"):
             await Catalog(client).channel("nope")
+
+
+async def test_a_guided_flow_left_for_ten_minutes_is_forgotten(
+    make_bridge: Callable[..., Any],
+    settings: Settings,
+    nusasms_templates: FakeNusaSMS,
+    http: aiohttp.ClientSession,
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+) -> None:
+    from tests.test_replies import Clock
+
+    clock = Clock()
+    started: Bridge = await make_bridge(settings, clock=clock)
+    topic = await open_room(Callbacks(f"http://127.0.0.1:{started.port}", http), telegram)
+    listing = command(telegram, topic, "/templates")
+    await answer(telegram, listing)
+    press(telegram, notices_on(telegram, listing)[0], f"tpl:{GREETING_ID}")
+    await telegram.wait_for(lambda: any("(1 of 1)" in (m.text or "") for m in telegram.messages))
+    clock.offset = 601.0
+    telegram.operator_message(thread_id=topic, text="Budi")
+
+    await nusasms.wait_for(lambda: len(nusasms.replies) == 1)  # an ordinary reply again
+    assert nusasms.replies[0].text == "Budi"
+    assert nusasms.broadcasts == []

@@ -10,7 +10,9 @@ Routes, all under ``/nusasms_api/1.0`` and all requiring the ``APIKey`` header (
   per problem: ``room_id`` missing; ``type`` not one of text/image/document/video/audio/voice
   (default text); ``file_url`` not an http(s) URL; a non-text type without ``file_url`` or
   ``file``; a text type without ``text``. ``room_id`` is not checked to be a UUID.
-* ``POST /wa_official/message/broadcast`` -> 201 BroadcastMessageResponse (JSON body)
+* ``POST /wa_official/message/broadcast`` -> 201 BroadcastMessageResponse (JSON body);
+  422 with a reason for an unknown channel or template, a template not approved, or a
+  ``parameters`` section (header, body, buttons) without one entry per placeholder
 * ``GET /wa_official/templates`` and ``GET /wa_official/channels`` -> 200 (``templates``,
   ``channels``, mutable)
 
