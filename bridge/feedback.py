@@ -6,6 +6,10 @@ notice with the reason and a Retry button, and a reply NusaSMS keeps turning awa
 unreachable) one notice saying so and until when it keeps trying. What is due is derived
 from the database (`display` vs `shown`), so nothing is lost when Telegram is down: it is
 shown once Telegram answers again.
+
+A template message is shown as a message of its own in the topic (its rendered text),
+posted here once its row is stored; its reactions and notices go on that message. A crash
+between the post and its record posts the text once more, never the template.
 """
 
 from __future__ import annotations
@@ -98,7 +102,11 @@ class Feedback(Worker):
         while True:
             timeout: float | None = IDLE_POLL_SECONDS
             try:
+                for reply in await self._store.templates_to_post(20):
+                    await self._post_template(reply)
                 for reply in await self._store.feedback_due(50):
+                    if reply.kind == "template" and reply.post_message_id is None:
+                        continue  # queued meanwhile: shown once its text is posted
                     await self._show(reply)
                     await self._store.mark_shown(reply.id, reply.display)
             except (TelegramError, StoreError, sqlite3.Error) as exc:
@@ -108,32 +116,49 @@ class Feedback(Worker):
                 self._errors.recovered("show", "reply states are shown again")
             await self._doze(timeout)
 
+    async def _post_template(self, reply: Reply) -> None:
+        """Show a template message's rendered text in its topic, as a message of its own."""
+        text = _("📨 <b>Template</b>\n{text}").format(
+            text=html.escape(reply.text or "", quote=False)
+        )
+        try:
+            message = await self._topics.post(reply.room_id, text)
+        except (BadRequest, Forbidden, LookupError) as exc:
+            # It can never be posted: its reactions go on the message that asked for it.
+            log.warning("cannot show template %d in its topic: %s", reply.id, exc)
+            await self._store.template_posted(reply.id, reply.operator_message_id)
+            return
+        await self._store.template_posted(reply.id, message.message_id)
+
     async def _show(self, reply: Reply) -> None:
+        target = reply.shown_on
         emoji = REACTIONS.get(reply.display)
         if emoji is not None:
             try:
                 await self._topics.call(
                     lambda: self._topics.bot.set_message_reaction(
-                        self._chat_id, reply.operator_message_id, ReactionTypeEmoji(emoji)
+                        self._chat_id, target, ReactionTypeEmoji(emoji)
                     ),
                     counts=False,
                 )
             except (BadRequest, Forbidden) as exc:
                 # The operator's message was deleted, or reactions are off: nothing to mark.
-                log.info("cannot react to message %d: %s", reply.operator_message_id, exc)
+                log.info("cannot react to message %d: %s", target, exc)
         if notice_html(reply) is None:
             return
         room = await self._store.room(reply.room_id)
         if room is None or room.topic_id is None:
             return
         closes = datetime.fromtimestamp(room.last_inbox_at + self._window_seconds, UTC)
-        notice = notice_html(reply, f"{closes.astimezone(self._tz):%d %b %H:%M}")
+        # No reply window holds a template back.
+        when = None if reply.kind == "template" else f"{closes.astimezone(self._tz):%d %b %H:%M}"
+        notice = notice_html(reply, when)
         assert notice is not None
         try:
             await self._topics.notify(
                 room.topic_id,
                 notice,
-                reply_to=reply.operator_message_id,
+                reply_to=target,
                 # Only a reply that was given up can be retried; a waiting one is retried.
                 markup=None if reply.display == "waiting" else retry_markup(reply.id),
             )

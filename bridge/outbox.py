@@ -33,6 +33,7 @@ from bridge import texts
 from bridge.media import MediaLibrary
 from bridge.metrics import Metrics
 from bridge.nusasms import (
+    BroadcastMessageParam,
     MessageStatus,
     NusaSMSClient,
     NusaSMSError,
@@ -44,7 +45,8 @@ from bridge.nusasms import (
     ReplyMessageType,
 )
 from bridge.pacing import backoff_delay
-from bridge.store import Reply, Store, StoreError
+from bridge.store import Reply, Room, Store, StoreError
+from bridge.templates import TemplateMessage
 from bridge.texts import _
 from bridge.workers import ErrorLog, RoomWorker
 
@@ -90,6 +92,16 @@ class AttachmentRefused(Exception):
 
 
 FetchFile = Callable[[str], Awaitable[bytes]]
+# A request ready to be made (returns the ref_no), and the media URL it publishes, if any.
+_Prepared = tuple[Callable[[], Awaitable[str]], str | None]
+TEMPLATE = "template"
+# A file replied to as a template's header media, served as (type, name) by its kind: a
+# Telegram photo is a JPEG, and WhatsApp takes documents in template headers as PDF.
+_HEADER_MEDIA = {
+    "image": ("image/jpeg", "header.jpg"),
+    "video": ("video/mp4", "header.mp4"),
+    "document": ("application/pdf", "header.pdf"),
+}
 
 
 @dataclass(slots=True)
@@ -318,37 +330,18 @@ class Outbox(RoomWorker):
         if room is None:
             await self._fail(reply, _("unknown room"))
             return
-        closes_at = room.last_inbox_at + self._window_seconds
-        if self._clock() > closes_at:
-            when = datetime.fromtimestamp(closes_at, UTC).astimezone(self._tz)
-            await self._fail(
-                reply,
-                _("the reply window closed at {when} before it could be sent").format(
-                    when=texts.strftime(when, "%d %b %H:%M")
-                ),
-            )
+        if reply.kind == TEMPLATE:
+            prepared = await self._prepare_template(reply, room)
+        else:
+            prepared = await self._prepare_reply(reply, room)
+        if prepared is None:
             return
-        try:
-            file_url, file = await self._attachment(reply)
-        except AttachmentRefused as exc:
-            await self._fail(reply, str(exc))
-            return
-        except AttachmentUnavailable as exc:
-            await self._retry_later(
-                reply, _("cannot fetch the file from Telegram: {error}").format(error=exc)
-            )
-            return
+        request, file_url = prepared
         await self._store.update_reply(reply.id, state="sending", attempts=reply.attempts + 1)
         self._requested.add(reply.id)
         started = time.perf_counter()
         try:
-            ref_no = await self._client.send_reply(
-                reply.room_id,
-                type=ReplyMessageType(reply.kind),
-                text=reply.text or None,
-                file_url=file_url,
-                file=file,
-            )
+            ref_no = await request()
         except NusaSMSError as exc:
             self.on_outcome(exc)
             self._metrics.api_errors.labels("nusasms", type(exc).__name__).inc()
@@ -362,7 +355,16 @@ class Outbox(RoomWorker):
             return
         finally:
             self._metrics.send_seconds.labels("nusasms").observe(time.perf_counter() - started)
-        log.info("reply %d accepted by NusaSMS as %s", reply.id, ref_no)
+        if reply.kind == TEMPLATE:
+            log.info(
+                "template %d to %s accepted by NusaSMS as %s (sent by operator %s)",
+                reply.id,
+                reply.room_id,
+                ref_no,
+                reply.operator_id,
+            )
+        else:
+            log.info("reply %d accepted by NusaSMS as %s", reply.id, ref_no)
         self.on_outcome(None)
         self.release(reply.room_id)
         self._errors.recovered(
@@ -377,6 +379,96 @@ class Outbox(RoomWorker):
             error=None,
         )
         self._wake.set()  # statuses for this ref_no may already be waiting
+
+    async def _prepare_reply(self, reply: Reply, room: Room) -> _Prepared | None:
+        """The reply request, or None when it cannot be made now (recorded why)."""
+        closes_at = room.last_inbox_at + self._window_seconds
+        if self._clock() > closes_at:
+            when = datetime.fromtimestamp(closes_at, UTC).astimezone(self._tz)
+            await self._fail(
+                reply,
+                _("the reply window closed at {when} before it could be sent").format(
+                    when=texts.strftime(when, "%d %b %H:%M")
+                ),
+            )
+            return None
+        attachment = await self._fetched(reply, self._attachment(reply))
+        if attachment is None:
+            return None
+        file_url, file = attachment
+
+        def request() -> Awaitable[str]:
+            return self._client.send_reply(
+                reply.room_id,
+                type=ReplyMessageType(reply.kind),
+                text=reply.text or None,
+                file_url=file_url,
+                file=file,
+            )
+
+        return request, file_url
+
+    async def _prepare_template(self, reply: Reply, room: Room) -> _Prepared | None:
+        """The broadcast request of a template message (no reply window applies)."""
+        try:
+            message = TemplateMessage.from_json(reply.template or "")
+        except ValueError as exc:
+            await self._fail(
+                reply, _("the stored template is unreadable: {error}").format(error=exc)
+            )
+            return None
+        media_url: str | None = None
+        if message.header_file_id is not None:
+            if self._media is None:
+                await self._fail(
+                    reply,
+                    _(
+                        "a file as header media needs nusasms.media_mode: url "
+                        "(give the media's URL instead)"
+                    ),
+                )
+                return None
+            fetched = await self._fetched(
+                reply, self._header_media(message.header_file_id, message.header_kind)
+            )
+            if fetched is None:
+                return None
+            media_url = fetched[0]
+        param = BroadcastMessageParam(
+            destination=room.sender_number.removeprefix("+"),
+            destination_name=getattr(room, "name", None) or room.sender_number,
+            template_id=message.template_id,
+            channel_id=message.channel_id,
+            parameters=message.parameters(media_url) or None,
+        )
+
+        def request() -> Awaitable[str]:
+            return self._client.send_broadcast(param)
+
+        return request, media_url
+
+    async def _fetched(
+        self, reply: Reply, fetching: Awaitable[tuple[str | None, ReplyFile | None]]
+    ) -> tuple[str | None, ReplyFile | None] | None:
+        """A file from Telegram, or None when it cannot be had (recorded why)."""
+        try:
+            return await fetching
+        except AttachmentRefused as exc:
+            await self._fail(reply, str(exc))
+        except AttachmentUnavailable as exc:
+            await self._retry_later(
+                reply, _("cannot fetch the file from Telegram: {error}").format(error=exc)
+            )
+        return None
+
+    async def _header_media(
+        self, file_id: str, kind: str | None
+    ) -> tuple[str | None, ReplyFile | None]:
+        assert self._media is not None
+        content = await self._fetch_file(file_id)
+        content_type, filename = _HEADER_MEDIA.get(kind or "", _HEADER_MEDIA["document"])
+        url = await self._media.publish(content, content_type=content_type, filename=filename)
+        return url, None
 
     async def _record(self, reply: Reply, **fields: Any) -> None:
         """Write what became of a reply; if the database refuses, keep it in memory.

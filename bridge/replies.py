@@ -28,8 +28,9 @@ from bridge import markup, texts
 from bridge.commands import bot_commands
 from bridge.feedback import RETRY_PREFIX
 from bridge.nusasms import ReplyMessageType
-from bridge.outbox import AttachmentRefused, AttachmentUnavailable
+from bridge.outbox import TEMPLATE, AttachmentRefused, AttachmentUnavailable
 from bridge.store import NewReply, Room, Store, StoreError
+from bridge.templates import TemplateMessage
 from bridge.texts import N_, _
 from bridge.topics import Topics
 from bridge.workers import ErrorLog
@@ -128,6 +129,46 @@ async def fetch_file(bot: Bot, file_id: str) -> bytes:
         raise AttachmentUnavailable(exc.message) from exc
     except TelegramError as exc:
         raise AttachmentUnavailable(exc.message) from exc
+
+
+async def queue_template(
+    store: Store,
+    room: Room,
+    message: TemplateMessage,
+    *,
+    request_message_id: int,
+    operator_id: int | None,
+    now: float,
+) -> int | None:
+    """Queue a template message to the room's customer; its outbound id, None if queued before.
+
+    It shares the replies' durable queue (and its rule: a request that may have reached
+    NusaSMS is never resent by itself); the outbox sends it as a broadcast to the customer's
+    number, whatever the reply window. `request_message_id` is the Telegram message that
+    asked for it (a command, a pressed button's message): asking twice queues it once.
+    Its rendered text is posted in the topic by the feedback worker, which shows its
+    reactions there. The caller wakes the outbox (and the feedback worker).
+    """
+    reply_id = await store.add_reply(
+        NewReply(
+            room.room_id,
+            request_message_id,
+            operator_id,
+            TEMPLATE,
+            message.text,
+            template=message.to_json(),
+        ),
+        now,
+    )
+    if reply_id is not None:
+        log.info(
+            "template %s queued as %d for room %s by operator %s",
+            message.template_name,
+            reply_id,
+            room.room_id,
+            operator_id,
+        )
+    return reply_id
 
 
 class Replies:

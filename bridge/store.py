@@ -148,6 +148,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE rooms ADD COLUMN last_post_at REAL NOT NULL DEFAULT 0;
     ALTER TABLE inbound ADD COLUMN refused TEXT;
     """,
+    # Template messages share the outbound queue: the filled-in template (JSON) and the
+    # message in the topic that shows its rendered text (and carries its reactions).
+    """
+    ALTER TABLE outbound ADD COLUMN template TEXT;
+    ALTER TABLE outbound ADD COLUMN post_message_id INTEGER;
+    CREATE INDEX outbound_unposted ON outbound (id)
+        WHERE kind = 'template' AND post_message_id IS NULL;
+    CREATE INDEX outbound_templates_sent ON outbound (sent_at) WHERE kind = 'template';
+    """,
 )
 
 # A batch bigger than this waits for the next commit; it bounds one transaction's latency.
@@ -381,6 +390,8 @@ class NewReply:
     file_id: str | None = None
     file_name: str | None = None
     file_mime: str | None = None
+    # A template message (`TemplateMessage.to_json`), for kind "template".
+    template: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,6 +413,15 @@ class Reply:
     error: str | None
     display: str
     shown: str
+    operator_id: int | None = None
+    template: str | None = None
+    # For a template: the bridge's message showing it in the topic (None: not posted yet).
+    post_message_id: int | None = None
+
+    @property
+    def shown_on(self) -> int:
+        """The Telegram message its reactions and notices go to."""
+        return self.post_message_id or self.operator_message_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,7 +490,7 @@ _MAX_ID = 2**63 - 1
 
 _REPLY_COLUMNS = (
     "id, room_id, operator_message_id, kind, text, file_id, file_name, file_mime, state, "
-    "attempts, ref_no, status, error, display, shown"
+    "attempts, ref_no, status, error, display, shown, operator_id, template, post_message_id"
 )
 _ROOM_COLUMNS = (
     "room_id, sender_number, topic_id, header_pending, last_inbox_at, attempts, last_error, closed"
@@ -799,8 +819,9 @@ class Store:
             cursor = await db.execute(
                 """
                 INSERT INTO outbound (room_id, operator_message_id, operator_id, kind, text,
-                                      file_id, file_name, file_mime, created_at, queued_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                      file_id, file_name, file_mime, template, created_at,
+                                      queued_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (operator_message_id) DO NOTHING
                 """,
                 (
@@ -812,6 +833,7 @@ class Store:
                     reply.file_id,
                     reply.file_name,
                     reply.file_mime,
+                    reply.template,
                     now,
                     now,
                 ),
@@ -980,6 +1002,33 @@ class Store:
                 """,
                 [(status, display, error, rid) for rid, status, display, error in replies],
             )
+
+    async def templates_to_post(self, limit: int) -> list[Reply]:
+        """Template messages whose rendered text is not shown in their topic yet."""
+        rows = await self._fetch(
+            f"SELECT {_REPLY_COLUMNS} FROM outbound "  # noqa: S608
+            "WHERE kind = 'template' AND post_message_id IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [Reply(*r) for r in rows]
+
+    async def template_posted(self, reply_id: int, message_id: int) -> None:
+        """The template's rendered text is shown in its topic as `message_id`."""
+        await self._write(
+            "UPDATE outbound SET post_message_id = ? WHERE id = ?", (message_id, reply_id)
+        )
+
+    async def templates_sent(self, start: float, end: float, room_id: str | None = None) -> int:
+        """Templates NusaSMS accepted in [start, end), of one room or of all."""
+        rows = await self._fetch(
+            """
+            SELECT count(*) FROM outbound
+            WHERE kind = 'template' AND sent_at >= ? AND sent_at < ?
+              AND (? IS NULL OR room_id = ?)
+            """,
+            (start, end, room_id, room_id),
+        )
+        return int(rows[0][0])
 
     async def outbound_stats(self) -> tuple[int, float | None]:
         """(replies waiting, creation time of the oldest)."""
