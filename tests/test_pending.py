@@ -1,0 +1,205 @@
+"""Never a dead end: a reply written into a closed window is kept as pending, a reopen
+template (a button, or sent by the bridge itself) invites the customer back, and the
+pending replies go out in order once the customer writes again; kept too long, dropped.
+
+Until the customers branch lands, the customer answers in the SAME room_id (a valid
+NusaSMS flow); with it, a new room of the same number lands in the same topic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.app import Bridge
+from bridge.config import Settings
+from tests.conftest import ROOM, Callbacks, inbox_body
+from tests.fakes.nusasms import FakeNusaSMS
+from tests.fakes.telegram import FakeTelegram, SentMessage
+from tests.test_replies import (
+    HOUR,
+    Clock,
+    db_rows,
+    jakarta,
+    notices_on,
+    open_room,
+    press,
+    reaction,
+)
+
+BROADCAST = "/wa_official/message/broadcast"
+REOPEN = {"name": "bridge_greeting", "values": ["{name}"]}
+
+
+@pytest.fixture
+def config_data(config_data: dict[str, Any]) -> dict[str, Any]:
+    """The bridge_greeting template of the emulator reopens windows."""
+    return {**config_data, "window": {"reopen_templates": [REOPEN]}}
+
+
+async def start(
+    make_bridge: Any, settings: Settings, http: aiohttp.ClientSession
+) -> tuple[Bridge, Clock, Callbacks]:
+    clock = Clock()
+    bridge = await make_bridge(settings, clock=clock)
+    return bridge, clock, Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+
+
+async def customer_writes(callbacks: Callbacks, clock: Clock, ref_no: str) -> None:
+    """The customer answers (same room_id, see the module docstring), at the clock's now."""
+    body = inbox_body(ref_no, "ok, saya di sini", room_id=ROOM, inbox_date=jakarta(-clock.offset))
+    assert (await callbacks.inbox(body)).status == 200
+
+
+def buttons(notice: SentMessage) -> list[str]:
+    markup = notice.reply_markup or {}
+    return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row]
+
+
+async def test_window_reopened_by_the_customer_sends_two_pending_replies_in_order(
+    make_bridge: Any,
+    settings: Settings,
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+    http: aiohttp.ClientSession,
+) -> None:
+    _bridge, clock, callbacks = await start(make_bridge, settings, http)
+    topic = await open_room(callbacks, telegram)
+    clock.offset = 25 * HOUR
+    first = telegram.operator_message(thread_id=topic, text="jawaban satu")
+    second = telegram.operator_message(thread_id=topic, text="jawaban dua")
+    await telegram.wait_for(lambda: all(len(notices_on(telegram, m)) == 1 for m in (first, second)))
+    await telegram.wait_for(lambda: reaction(telegram, first) == "✍" == reaction(telegram, second))
+    [notice] = notices_on(telegram, first)
+    assert "Kept, not sent yet" in (notice.plain_text or "")
+    assert buttons(notice)
+    assert all(b.startswith("reopen:") for b in buttons(notice))
+    assert nusasms.replies == []
+    assert nusasms.broadcasts == []
+
+    await customer_writes(callbacks, clock, "in-again")
+    await nusasms.wait_for(lambda: len(nusasms.replies) == 2)
+    assert [r.text for r in nusasms.replies] == ["jawaban satu", "jawaban dua"]
+    await telegram.wait_for(lambda: reaction(telegram, first) == "🕊" == reaction(telegram, second))
+    assert telegram.reactions[first][0] == "✍"
+    later = telegram.operator_message(thread_id=topic, text="jawaban tiga")
+    await nusasms.wait_for(lambda: len(nusasms.replies) == 3)
+    assert nusasms.replies[-1].text == "jawaban tiga"
+    assert notices_on(telegram, later) == []
+    assert nusasms.broadcasts == []
+
+
+async def test_a_pending_reply_kept_too_long_is_dropped_with_a_notice_and_never_sent(
+    make_bridge: Any,
+    settings: Settings,
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+    http: aiohttp.ClientSession,
+) -> None:
+    bridge, clock, callbacks = await start(make_bridge, settings, http)
+    topic = await open_room(callbacks, telegram)
+    clock.offset = 25 * HOUR
+    late = telegram.operator_message(thread_id=topic, text="terlambat sekali")
+    await telegram.wait_for(lambda: reaction(telegram, late) == "✍")
+
+    clock.offset = 25 * HOUR + 24 * HOUR + 60
+    bridge.wake_outbound()
+    await telegram.wait_for(lambda: reaction(telegram, late) == "💔")
+    await telegram.wait_for(lambda: len(notices_on(telegram, late)) == 2)
+    dropped = notices_on(telegram, late)[-1]
+    assert "Dropped, not sent" in (dropped.plain_text or "")
+    assert "within 24 hours" in (dropped.plain_text or "")
+    assert buttons(dropped) == []  # no Retry: the window is still closed
+
+    await customer_writes(callbacks, clock, "in-much-later")
+    await telegram.wait_for(lambda: len(telegram.messages_in(topic)) >= 5)
+    bridge.wake_outbound()
+    assert db_rows(settings, "SELECT state FROM outbound") == [("expired",)]
+    assert nusasms.replies == []
+
+
+async def test_auto_reopen_sends_the_template_once_per_window(
+    make_bridge: Any,
+    settings: Settings,
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+    http: aiohttp.ClientSession,
+) -> None:
+    settings = settings.model_copy(
+        update={"window": settings.window.model_copy(update={"auto_reopen": True})}
+    )
+    _bridge, clock, callbacks = await start(make_bridge, settings, http)
+    topic = await open_room(callbacks, telegram)
+    clock.offset = 25 * HOUR
+    first = telegram.operator_message(thread_id=topic, text="satu")
+    second = telegram.operator_message(thread_id=topic, text="dua")
+    await telegram.wait_for(lambda: all(len(notices_on(telegram, m)) == 1 for m in (first, second)))
+    await nusasms.wait_for(lambda: len(nusasms.broadcasts) == 1)
+    [invite] = nusasms.broadcasts
+    assert invite.parameters == {
+        "body": [{"key": "1", "value": "text", "value_text": invite.destination}]
+    }
+    assert "sent the template bridge_greeting" in (notices_on(telegram, first)[0].plain_text or "")
+    assert buttons(notices_on(telegram, second)[0])  # the second one only offers it
+
+    await customer_writes(callbacks, clock, "in-window-2")
+    await nusasms.wait_for(lambda: len(nusasms.replies) == 2)
+    assert [r.text for r in nusasms.replies] == ["satu", "dua"]
+
+    # That window closes too: the next reply into it sends the template again, once.
+    clock.offset = 25 * HOUR + 25 * HOUR
+    third = telegram.operator_message(thread_id=topic, text="tiga")
+    await telegram.wait_for(lambda: len(notices_on(telegram, third)) == 1)
+    await nusasms.wait_for(lambda: len(nusasms.broadcasts) == 2)
+    assert len(nusasms.calls_to(BROADCAST)) == 2
+
+
+async def test_the_reopen_button_sends_the_template_and_the_reply_follows_the_answer(
+    make_bridge: Any,
+    settings: Settings,
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+    http: aiohttp.ClientSession,
+) -> None:
+    _bridge, clock, callbacks = await start(make_bridge, settings, http)
+    topic = await open_room(callbacks, telegram)
+    clock.offset = 25 * HOUR
+    late = telegram.operator_message(thread_id=topic, text="pesanan sudah dikirim")
+    await telegram.wait_for(lambda: len(notices_on(telegram, late)) == 1)
+    [notice] = notices_on(telegram, late)
+    press(telegram, notice, buttons(notice)[0])
+    press(telegram, notice, buttons(notice)[0])  # twice: sent once
+    await nusasms.wait_for(lambda: len(nusasms.broadcasts) == 1)
+    await telegram.wait_for(
+        lambda: any("Halo" in (m.text or "") for m in telegram.messages_in(topic))
+    )
+    assert nusasms.replies == []
+
+    await customer_writes(callbacks, clock, "in-answer")
+    await nusasms.wait_for(lambda: len(nusasms.replies) == 1)
+    assert nusasms.replies[0].text == "pesanan sudah dikirim"
+    await telegram.wait_for(lambda: reaction(telegram, late) == "🕊")
+    assert len(nusasms.calls_to(BROADCAST)) == 1
+
+
+async def test_without_reopen_templates_a_late_reply_is_refused_as_before(
+    make_bridge: Any,
+    settings: Settings,
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+    http: aiohttp.ClientSession,
+) -> None:
+    settings = settings.model_copy(
+        update={"window": settings.window.model_copy(update={"reopen_templates": []})}
+    )
+    _bridge, clock, callbacks = await start(make_bridge, settings, http)
+    topic = await open_room(callbacks, telegram)
+    clock.offset = 25 * HOUR
+    late = telegram.operator_message(thread_id=topic, text="terlambat")
+    await telegram.wait_for(lambda: len(notices_on(telegram, late)) == 1)
+    [notice] = notices_on(telegram, late)
+    assert "Not sent" in (notice.plain_text or "")
+    assert buttons(notice) == []
+    assert db_rows(settings, "SELECT count(*) FROM outbound") == [(0,)]
