@@ -15,6 +15,7 @@ import pytest
 
 from bridge.app import Bridge
 from bridge.config import Settings
+from bridge.store import NewInbound, NewReply, Store
 from tests.conftest import ROOM, Callbacks, inbox_body
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram, SentMessage
@@ -203,3 +204,53 @@ async def test_without_reopen_templates_a_late_reply_is_refused_as_before(
     assert "Not sent" in (notice.plain_text or "")
     assert buttons(notice) == []
     assert db_rows(settings, "SELECT count(*) FROM outbound") == [(0,)]
+
+
+async def test_a_restart_keeps_pending_replies_and_never_sends_the_auto_template_twice(
+    make_bridge: Any,
+    settings: Settings,
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+    http: aiohttp.ClientSession,
+) -> None:
+    settings = settings.model_copy(
+        update={"window": settings.window.model_copy(update={"auto_reopen": True})}
+    )
+    first, clock, callbacks = await start(make_bridge, settings, http)
+    topic = await open_room(callbacks, telegram)
+    clock.offset = 25 * HOUR
+    kept = telegram.operator_message(thread_id=topic, text="sebelum restart")
+    await nusasms.wait_for(lambda: len(nusasms.broadcasts) == 1)
+    await first.stop()
+
+    second = await make_bridge(settings, clock=clock)
+    callbacks = Callbacks(f"http://127.0.0.1:{second.port}", http)
+    again = telegram.operator_message(thread_id=topic, text="sesudah restart")
+    await telegram.wait_for(lambda: len(notices_on(telegram, again)) == 1)
+    await customer_writes(callbacks, clock, "in-after-restart")
+    await nusasms.wait_for(lambda: len(nusasms.replies) == 2)
+    assert [r.text for r in nusasms.replies] == ["sebelum restart", "sesudah restart"]
+    assert len(nusasms.calls_to(BROADCAST)) == 1
+    await telegram.wait_for(lambda: reaction(telegram, kept) == "🕊")
+
+
+async def test_a_reply_never_overtakes_an_earlier_pending_one_but_a_template_does(
+    tmp_path: Any,
+) -> None:
+    store = await Store.open(tmp_path / "bridge.sqlite3")
+    try:
+        await store.add(NewInbound("in-1", ROOM, "6281234567890", "halo", 0.0, 0.0))
+        pending, _ = await store.add_pending_reply(
+            NewReply(ROOM, 1, 777, "text", "kept"), 100 * HOUR
+        )
+        assert pending is not None
+        later = await store.add_reply(NewReply(ROOM, 2, 777, "text", "newer"), 100 * HOUR)
+        assert await store.due_replies(100 * HOUR, 10) == []
+        assert await store.next_reply_attempt_at() is None  # nothing due: no spinning
+        invite = await store.add_reply(
+            NewReply(ROOM, 3, 777, "template", "Halo", template="{}"), 100 * HOUR
+        )
+        await store.update_reply(later or 0, state="sent")
+        assert [r.id for r in await store.due_replies(100 * HOUR, 10)] == [invite]
+    finally:
+        await store.close()
