@@ -8,6 +8,7 @@ NusaSMS flow); with it, a new room of the same number lands in the same topic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,7 @@ import pytest
 from bridge.app import Bridge
 from bridge.config import Settings
 from bridge.store import NewInbound, NewReply, Store
-from tests.conftest import ROOM, Callbacks, inbox_body
+from tests.conftest import ROOM, BridgeProcess, Callbacks, inbox_body
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram, SentMessage
 from tests.test_replies import (
@@ -254,3 +255,32 @@ async def test_a_reply_never_overtakes_an_earlier_pending_one_but_a_template_doe
         assert [r.id for r in await store.due_replies(100 * HOUR, 10)] == [invite]
     finally:
         await store.close()
+
+
+async def test_kill_9_with_a_template_in_flight_loses_no_pending_reply_and_sends_nothing_twice(
+    bridge_process: Callable[[], BridgeProcess],
+    config_data: dict[str, Any],
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+    http: aiohttp.ClientSession,
+) -> None:
+    config_data["window"] = {**config_data["window"], "auto_reopen": True}
+    proc = bridge_process()
+    proc.start()
+    await proc.wait_ready(http)
+    callbacks = Callbacks(f"http://127.0.0.1:{proc.port}", http)
+    # The customer last wrote 25 hours ago (real time: a process has no injected clock).
+    topic = await open_room(callbacks, telegram, inbox_date=jakarta(25 * HOUR))
+    nusasms.delay_next(BROADCAST, 60)  # NusaSMS takes the template, the answer never comes
+    kept = [telegram.operator_message(thread_id=topic, text=f"balasan {i}") for i in (1, 2)]
+    await telegram.wait_for(lambda: all(notices_on(telegram, m) for m in kept), timeout=20)
+    await nusasms.wait_for(lambda: len(nusasms.broadcasts) == 1, timeout=20)
+    proc.kill()
+
+    proc.start()
+    await proc.wait_ready(http)
+    await customer_writes(callbacks, Clock(), "in-after-kill")
+    await nusasms.wait_for(lambda: len(nusasms.replies) == 2, timeout=20)
+    assert [r.text for r in nusasms.replies] == ["balasan 1", "balasan 2"]
+    assert len(nusasms.broadcasts) == 1  # in flight at the kill: outcome unknown, not resent
+    proc.stop()
