@@ -265,6 +265,8 @@ class Outbox(RoomWorker):
         Dropping comes first: a reply older than `pending_max_age` is never sent late, even
         when the customer writes just now. Returns when the oldest one left expires.
         """
+        if await self._store.oldest_pending_at() is None:
+            return None  # the usual case: nothing to write (a read, on the reader)
         now = self._clock()
         expired = await self._store.expire_pending(
             now - self._pending_max_age,
