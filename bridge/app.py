@@ -36,6 +36,7 @@ from bridge.metrics import Metrics
 from bridge.nusasms import Credit, NusaSMSClient, NusaSMSError
 from bridge.outbox import Outbox
 from bridge.pacing import GroupBudget
+from bridge.picker import TemplatePicker
 from bridge.relay import Relay
 from bridge.reminders import WindowReminders
 from bridge.reopen import ReopenEntry, ReopenTemplates
@@ -43,6 +44,7 @@ from bridge.replies import REOPEN_PREFIX, Replies, fetch_file
 from bridge.retention import Retention
 from bridge.server import build_app, make_runner, run_site
 from bridge.store import InstanceLock, Store, StoreError
+from bridge.templates import Catalog
 from bridge.topics import Topics, retry_after_seconds
 from bridge.upkeep import Checkpoints
 from bridge.workers import Worker
@@ -86,6 +88,7 @@ class Bridge:
         self._feedback: Feedback | None = None
         self._replies: Replies | None = None
         self._commands: Commands | None = None
+        self._picker: TemplatePicker | None = None
         self._workers: list[Worker] = []
         self._unredact: Callable[[], None] = _nothing
         self._polling = False
@@ -262,7 +265,17 @@ class Bridge:
             tz=tz,
             clock=self._clock,
         )
-        self._workers = [relay, outbox, feedback, alerts, reminders, Checkpoints(store)]
+        self.catalog = catalog = Catalog(self._nusasms, channel_id=s.nusasms.channel_id)
+        self._picker = TemplatePicker(
+            store,
+            topics,
+            catalog,
+            chat_id=s.telegram.chat_id,
+            operator_ids=s.telegram.operator_ids,
+            on_queued=self.wake_outbound,
+            clock=self._clock,
+        )
+        self._workers = [relay, outbox, feedback, alerts, reminders, catalog, Checkpoints(store)]
         if s.storage.retention_days > 0:
             self._workers.append(
                 Retention(store, retention_days=s.storage.retention_days, clock=self._clock)
@@ -396,15 +409,18 @@ class Bridge:
     def _add_handlers(self, application: Application, topics: Topics) -> None:  # type: ignore[type-arg]
         replies = self._replies
         commands = self._commands
+        picker = self._picker
         assert replies is not None
+        assert picker is not None
 
         async def on_message(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
-            if update.message is not None:
+            if update.message is not None and not await picker.on_message(update.message):
                 await replies.on_message(update.message)
 
         async def on_command(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
             if update.message is not None and commands is not None:
-                await commands.handle(update.message)
+                if not await picker.handle_command(update.message):
+                    await commands.handle(update.message)
                 # Replies tells the operator when a "/..." in a topic is no command at all.
                 await replies.on_message(update.message)
 
@@ -427,6 +443,10 @@ class Bridge:
             if update.callback_query is not None:
                 await replies.on_reopen(update.callback_query)
 
+        async def on_template_button(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+            if update.callback_query is not None:
+                await picker.on_button(update.callback_query)
+
         async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
             log.error("handling a Telegram update failed", exc_info=context.error)
 
@@ -446,6 +466,7 @@ class Bridge:
         application.add_handler(MessageHandler(chat & filters.UpdateType.EDITED_MESSAGE, on_edited))
         application.add_handler(CallbackQueryHandler(on_retry, pattern=f"^{RETRY_PREFIX}"))
         application.add_handler(CallbackQueryHandler(on_reopen, pattern=f"^{REOPEN_PREFIX}"))
+        application.add_handler(CallbackQueryHandler(on_template_button, pattern="^tpl"))
         application.add_error_handler(on_error)
 
     async def stop(self) -> None:

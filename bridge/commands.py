@@ -7,7 +7,7 @@ import html
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from telegram import BotCommand, Message
 
@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("info", N_("In a customer's topic: number, reply window, message counts")),
     ("close", N_("In a customer's topic: close it (the next customer message reopens it)")),
+    ("templates", N_("The approved WhatsApp templates, to send one")),
+    ("template", N_("In a customer's topic: send a template (/template NAME v1 | v2)")),
+    ("cancel", N_("Stop filling in a template")),
     ("balance", N_("NusaSMS balances and expiry dates")),
     ("status", N_("Queues, last callback, last error")),
     ("help", N_("What the bridge does and how to use it")),
@@ -171,6 +174,18 @@ class Commands:
             )
         return None
 
+    async def _templates_sent(self) -> str:
+        """Templates sent today and yesterday (local days): each one costs money."""
+        today = datetime.fromtimestamp(self._clock(), UTC).astimezone(self._tz)
+        midnight = today.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        yesterday = (
+            today.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+        ).timestamp()
+        return _("Templates sent: {today} today, {yesterday} yesterday").format(
+            today=await self._store.templates_sent(midnight, self._clock() + 1),
+            yesterday=await self._store.templates_sent(yesterday, midnight),
+        )
+
     async def _status(self) -> str:
         ready, report = await self._health.report()
         queue = report.get("inbound_queue", {})
@@ -187,6 +202,7 @@ class Commands:
             _("To WhatsApp: {waiting} waiting (oldest {age:.0f} s)").format(
                 waiting=outbound.get("waiting", 0), age=outbound.get("oldest_age_seconds") or 0
             ),
+            await self._templates_sent(),
             _("Last callback: {when}").format(
                 when=_local(last, self._tz) if last else _("none yet")
             ),

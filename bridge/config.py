@@ -65,6 +65,8 @@ class NusaSMSSettings(_Section):
     # url: NusaSMS fetches media from <server.public_url>/media/<token>; upload: multipart.
     media_mode: Literal["url", "upload"] = "url"
     media_ttl_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    # The channel templates are sent with when the account has several (one: that one).
+    channel_id: str | None = None
 
     @field_validator("api_key")
     @classmethod

@@ -286,7 +286,6 @@ INDONESIAN: dict[str, str] = {
     "To invite the customer to write now, send a template:": (
         "Untuk mengajak pelanggan menulis sekarang, kirim template:"
     ),
-    "Only operators can send templates.": "Hanya operator yang dapat mengirim template.",
     "A template was already sent from this message.": ("Template sudah dikirim dari pesan ini."),
     "The bridge could not store this just now. Press again in a moment.": (
         "Bridge tidak dapat menyimpan ini sekarang. Tekan lagi sebentar lagi."
@@ -299,4 +298,73 @@ INDONESIAN: dict[str, str] = {
     ),
     "Not sent: {reason}": "Tidak dikirim: {reason}",
     "📨 Send {name}": "📨 Kirim {name}",
+    # --- picker.py, commands.py: choosing and sending templates ---
+    "Tap a template inside a customer's topic to fill it in step by step.": (
+        "Ketuk sebuah template di dalam topik pelanggan untuk mengisinya langkah demi langkah."
+    ),
+    "Only operators can send templates.": "Hanya operator yang dapat mengirim template.",
+    "Tap it inside a customer's topic.": "Ketuk di dalam topik pelanggan.",
+    "This template is no longer approved.": "Template ini tidak lagi disetujui.",
+    "This preview was already answered (or the bridge restarted).": (
+        "Pratinjau ini sudah dijawab (atau bridge dimulai ulang)."
+    ),
+    "Sending.": "Mengirim.",
+    "Cancelled.": "Dibatalkan.",
+    "🚫 {problem}. Channels: {channels}": "🚫 {problem}. Channel: {channels}",
+    "No approved template.": "Tidak ada template yang disetujui.",
+    "<b>Not approved</b> (cannot be sent):": "<b>Belum disetujui</b> (tidak dapat dikirim):",
+    " /templates lists them.": " /templates menampilkan daftarnya.",
+    "The templates cannot be read just now.": "Template tidak dapat dibaca saat ini.",
+    "Unknown room.": "Ruang obrolan tidak dikenal.",
+    "Not stored; press Send again.": "Tidak tersimpan; tekan Kirim lagi.",
+    "<b>Templates</b> (channel <code>{channel}</code>)": (
+        "<b>Template</b> (channel <code>{channel}</code>)"
+    ),
+    "/template works inside a customer's topic.": (
+        "/template hanya berfungsi di dalam topik pelanggan."
+    ),
+    "Usage: <code>/template NAME value1 | value2 …</code>; /templates lists them.": (
+        "Cara pakai: <code>/template NAMA nilai1 | nilai2 …</code>; /templates "
+        "menampilkan daftarnya."
+    ),
+    "Nothing to cancel.": "Tidak ada yang dibatalkan.",
+    "… and {count} more.": "… dan {count} lainnya.",
+    " Did you mean: {names}?": " Maksud Anda: {names}?",
+    "⚠️ Not sent: the bridge could not store this just now. Please try again.": (
+        "⚠️ Tidak terkirim: bridge tidak dapat menyimpannya saat ini. Silakan coba lagi."
+    ),
+    "Please answer with text.": "Silakan jawab dengan teks.",
+    "<b>Preview</b> of {name}:\n\n{text}": "<b>Pratinjau</b> {name}:\n\n{text}",
+    "🚫 Not sent: template <code>{name}</code> is not approved (status {status}).": (
+        "🚫 Tidak terkirim: template <code>{name}</code> belum disetujui (status {status})."
+    ),
+    "✍️ <b>{name}</b>: send {slot} ({step} of {steps}) as your next message here, or /cancel.": (
+        "✍️ <b>{name}</b>: kirim {slot} ({step} dari {steps}) sebagai pesan Anda "
+        "berikutnya di sini, atau /cancel."
+    ),
+    "⚠️ NusaSMS did not give the templates just now: {error}": (
+        "⚠️ NusaSMS tidak memberikan daftar template saat ini: {error}"
+    ),
+    "🚫 Not sent: the values cannot be read ({error}).": (
+        "🚫 Tidak terkirim: nilai-nilainya tidak dapat dibaca ({error})."
+    ),
+    "🚫 Not sent: {reason}.\nUsage: <code>{usage}</code>": (
+        "🚫 Tidak terkirim: {reason}.\nCara pakai: <code>{usage}</code>"
+    ),
+    "🚫 No template is called <code>{name}</code>.": (
+        "🚫 Tidak ada template bernama <code>{name}</code>."
+    ),
+    "🚫 Not sent: {reason}.": "🚫 Tidak terkirim: {reason}.",
+    "✅ Send": "✅ Kirim",
+    "✖️ Cancel": "✖️ Batal",
+    "The approved WhatsApp templates, to send one": (
+        "Template WhatsApp yang disetujui, untuk mengirimnya"
+    ),
+    "In a customer's topic: send a template (/template NAME v1 | v2)": (
+        "Di topik pelanggan: kirim template (/template NAMA n1 | n2)"
+    ),
+    "Stop filling in a template": "Berhenti mengisi template",
+    "Templates sent: {today} today, {yesterday} yesterday": (
+        "Template terkirim: {today} hari ini, {yesterday} kemarin"
+    ),
 }

@@ -197,6 +197,10 @@ class Template(_Frozen):
     footer: Any = None
     status: str | None = None
     category: str | None = None
+    # Not in the reference, but seen (Meta's shape): kept so templates read either way.
+    language: Any = None
+    components: Any = None
+    buttons: Any = None
 
 
 class BroadcastMessageParam(_Frozen):

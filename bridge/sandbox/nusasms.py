@@ -10,7 +10,9 @@ Routes, all under ``/nusasms_api/1.0`` and all requiring the ``APIKey`` header (
   per problem: ``room_id`` missing; ``type`` not one of text/image/document/video/audio/voice
   (default text); ``file_url`` not an http(s) URL; a non-text type without ``file_url`` or
   ``file``; a text type without ``text``. ``room_id`` is not checked to be a UUID.
-* ``POST /wa_official/message/broadcast`` -> 201 BroadcastMessageResponse (JSON body)
+* ``POST /wa_official/message/broadcast`` -> 201 BroadcastMessageResponse (JSON body);
+  422 with a reason for an unknown channel or template, a template not approved, or a
+  ``parameters`` section (header, body, buttons) without one entry per placeholder
 * ``GET /wa_official/templates`` and ``GET /wa_official/channels`` -> 200 (``templates``,
   ``channels``, mutable)
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -133,6 +136,51 @@ class _Invalid(Exception):
 
 def _missing(field: str) -> JSON:
     return {"loc": ["body", field], "msg": "field required", "type": "value_error.missing"}
+
+
+def _problem(loc: list[str], msg: str) -> JSON:
+    return {"loc": loc, "msg": msg, "type": "value_error"}
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*(\d+)\s*\}\}")
+
+
+def _count(text: Any) -> int:
+    if isinstance(text, dict):
+        text = text.get("text")
+    return (
+        max((int(n) for n in _PLACEHOLDER.findall(text or "")), default=0)
+        if isinstance(text, str)
+        else 0
+    )
+
+
+def _placeholders(template: JSON) -> dict[str, int]:
+    """How many parameters each section of a template takes (strings, dicts, components)."""
+    parts = {k: template.get(k) for k in ("header", "body", "buttons")}
+    components = template.get("components")
+    if components is None and isinstance(parts["body"], list):
+        components, parts["body"] = parts["body"], None
+    for component in components if isinstance(components, list) else []:
+        kind = str(component.get("type", "")).lower() if isinstance(component, dict) else ""
+        if kind in ("header", "body"):
+            parts[kind] = component
+        elif kind == "buttons":
+            parts["buttons"] = component.get("buttons")
+    header = parts["header"]
+    media = isinstance(header, dict) and str(header.get("format", "")).upper() in (
+        "IMAGE",
+        "DOCUMENT",
+        "VIDEO",
+    )
+    buttons = parts["buttons"] if isinstance(parts["buttons"], list) else []
+    return {
+        "header": 1 if media else min(1, _count(header)),
+        "body": _count(parts["body"]),
+        "buttons": sum(
+            1 for b in buttons if isinstance(b, dict) and _count(str(b.get("url") or "")) > 0
+        ),
+    }
 
 
 def _relative(path: str) -> str:
@@ -432,6 +480,39 @@ class FakeNusaSMS(LoopbackServer):
             status=201,
         )
 
+    def _template_problems(
+        self, template_id: str, channel_id: str, parameters: JSON | None
+    ) -> list[JSON]:
+        """A known channel, an approved template, and one parameter per placeholder.
+
+        The bridge's `parameters` shape: per section (header, body, buttons) a list of
+        `{"key", "value", "value_text"}`; a media header and a URL button's `{{1}}` take one.
+        """
+        if channel_id not in {str(c.get("id")) for c in self.channels}:
+            return [_problem(["body", "channel_id"], "channel not found")]
+        template = next((t for t in self.templates if str(t.get("id")) == template_id), None)
+        if template is None:
+            return [_problem(["body", "template_id"], "template not found")]
+        if str(template.get("status", "")).upper() != "APPROVED":
+            return [_problem(["body", "template_id"], "template is not approved")]
+        given = parameters or {}
+        problems = []
+        for section, expected in _placeholders(template).items():
+            entries = given.get(section) or []
+            if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("value_text"), str) for e in entries
+            ):
+                problems.append(_problem(["body", "parameters", section], "invalid parameters"))
+            elif len(entries) != expected:
+                problems.append(
+                    _problem(
+                        ["body", "parameters", section],
+                        f"template {template.get('name')} expects {expected} {section} "
+                        f"parameter(s), got {len(entries)}",
+                    )
+                )
+        return problems
+
     async def _broadcast(self, request: web.Request, body: JSON) -> web.Response:
         if request.content_type != "application/json":
             raise _Invalid(
@@ -448,6 +529,8 @@ class FakeNusaSMS(LoopbackServer):
                     "type": "type_error.dict",
                 }
             )
+        if not errors:
+            errors = self._template_problems(body["template_id"], body["channel_id"], parameters)
         if errors:
             raise _Invalid(errors)
         ref_no = self._ref_no()
