@@ -188,6 +188,7 @@ class Bridge:
             clock=self._clock,
             metrics=metrics,
         )
+        self.catalog = catalog = Catalog(self._nusasms, channel_id=s.nusasms.channel_id)
         self._replies = Replies(
             store,
             topics,
@@ -199,9 +200,8 @@ class Bridge:
             on_queued=self.wake_outbound,
             clock=self._clock,
             reopen=ReopenTemplates(
-                self._nusasms,
+                catalog,
                 [ReopenEntry(t.name, tuple(t.values)) for t in s.window.reopen_templates],
-                getattr(s.nusasms, "channel_id", None),
             ),
             auto_reopen=s.window.auto_reopen,
             pending_max_age=s.window.pending_max_age_hours * 3600,
@@ -265,7 +265,6 @@ class Bridge:
             tz=tz,
             clock=self._clock,
         )
-        self.catalog = catalog = Catalog(self._nusasms, channel_id=s.nusasms.channel_id)
         self._picker = TemplatePicker(
             store,
             topics,

@@ -270,7 +270,6 @@ INDONESIAN: dict[str, str] = {
     "the customer did not write again within {hours:g} hours, so it was not sent": (
         "pelanggan tidak menulis lagi dalam {hours:g} jam, jadi pesan tidak dikirim"
     ),
-    "NusaSMS lists no WhatsApp channel": "NusaSMS tidak mencantumkan kanal WhatsApp",
     "NusaSMS has no template named {name}": "NusaSMS tidak punya template bernama {name}",
     "the template {name} is not approved ({status})": (
         "template {name} belum disetujui ({status})"
