@@ -284,3 +284,31 @@ async def test_kill_9_with_a_template_in_flight_loses_no_pending_reply_and_sends
     assert [r.text for r in nusasms.replies] == ["balasan 1", "balasan 2"]
     assert len(nusasms.broadcasts) == 1  # in flight at the kill: outcome unknown, not resent
     proc.stop()
+
+
+async def test_a_reopen_template_nusasms_does_not_have_is_not_sent_and_the_press_says_why(
+    make_bridge: Any,
+    settings: Settings,
+    telegram: FakeTelegram,
+    nusasms: FakeNusaSMS,
+    http: aiohttp.ClientSession,
+) -> None:
+    missing = settings.window.reopen_templates[0].model_copy(update={"name": "no_such"})
+    settings = settings.model_copy(
+        update={"window": settings.window.model_copy(update={"reopen_templates": [missing]})}
+    )
+    _bridge, clock, callbacks = await start(make_bridge, settings, http)
+    topic = await open_room(callbacks, telegram)
+    clock.offset = 25 * HOUR
+    late = telegram.operator_message(thread_id=topic, text="tetap disimpan")
+    await telegram.wait_for(lambda: len(notices_on(telegram, late)) == 1)
+    [notice] = notices_on(telegram, late)
+    press(telegram, notice, buttons(notice)[0])
+
+    def answers() -> list[str]:
+        return [str(c.params.get("text")) for c in telegram.calls_of("answerCallbackQuery")]
+
+    await telegram.wait_for(lambda: len(answers()) == 1)
+    assert "no template named no_such" in answers()[0]
+    assert nusasms.broadcasts == []
+    assert db_rows(settings, "SELECT state FROM outbound") == [("pending",)]
