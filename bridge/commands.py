@@ -202,12 +202,12 @@ class Commands:
             _("To WhatsApp: {waiting} waiting (oldest {age:.0f} s)").format(
                 waiting=outbound.get("waiting", 0), age=outbound.get("oldest_age_seconds") or 0
             ),
-            await self._templates_sent(),
             _("Last callback: {when}").format(
                 when=_local(last, self._tz) if last else _("none yet")
             ),
             _("Last error: {error}").format(
                 error=html.escape(self._health.redact(errors[0])) if errors else _("none")
             ),
+            await self._templates_sent(),
         ]
         return "\n".join(lines)

@@ -621,3 +621,29 @@ async def test_a_guided_flow_left_for_ten_minutes_is_forgotten(
     await nusasms.wait_for(lambda: len(nusasms.replies) == 1)  # an ordinary reply again
     assert nusasms.replies[0].text == "Budi"
     assert nusasms.broadcasts == []
+
+
+async def test_templates_names_another_channel_and_several_unconfigured_are_refused(
+    bridge: Bridge, topic: int, telegram: FakeTelegram, nusasms: FakeNusaSMS
+) -> None:
+    second = "0c0c0c0c-1111-4222-8333-444444444444"
+    nusasms.channels.append({**nusasms.channels[0], "id": second})
+    bridge.catalog._refreshed_at = None  # the channels are read again
+    bridge.catalog._templates = None
+
+    refused = command(telegram, topic, "/template bridge_greeting Budi")
+    text = await answer(telegram, refused)
+    assert "several channels; set nusasms.channel_id or name one" in text
+    assert CHANNEL_ID in text
+    assert second in text
+    listing = command(telegram, topic, f"/templates {second}")
+    assert f"(channel {second})" in await answer(telegram, listing)
+    press(telegram, notices_on(telegram, listing)[0], f"tpl:{GREETING_ID}:1")
+    await telegram.wait_for(lambda: any("(1 of 1)" in (m.text or "") for m in telegram.messages))
+    telegram.operator_message(thread_id=topic, text="Budi")
+    await telegram.wait_for(lambda: any("Preview" in (m.text or "") for m in telegram.messages))
+    [preview] = [m for m in telegram.messages if "Preview" in (m.text or "")]
+    press(telegram, preview, retry_data(preview)[0])
+
+    await nusasms.wait_for(lambda: len(nusasms.broadcasts) == 1)
+    assert nusasms.broadcasts[0].channel_id == second
