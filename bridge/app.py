@@ -39,7 +39,8 @@ from bridge.pacing import GroupBudget
 from bridge.picker import TemplatePicker
 from bridge.relay import Relay
 from bridge.reminders import WindowReminders
-from bridge.replies import Replies, fetch_file
+from bridge.reopen import ReopenEntry, ReopenTemplates
+from bridge.replies import REOPEN_PREFIX, Replies, fetch_file
 from bridge.retention import Retention
 from bridge.server import build_app, make_runner, run_site
 from bridge.store import InstanceLock, Store, StoreError
@@ -183,9 +184,11 @@ class Bridge:
             window_seconds=window_seconds,
             tz=tz,
             on_changed=feedback.wake,
+            pending_max_age=s.window.pending_max_age_hours * 3600,
             clock=self._clock,
             metrics=metrics,
         )
+        self.catalog = catalog = Catalog(self._nusasms, channel_id=s.nusasms.channel_id)
         self._replies = Replies(
             store,
             topics,
@@ -194,11 +197,22 @@ class Bridge:
             note_prefix=s.telegram.note_prefix,
             window_seconds=window_seconds,
             tz=tz,
-            on_queued=outbox.wake,
+            on_queued=self.wake_outbound,
             clock=self._clock,
+            reopen=ReopenTemplates(
+                catalog,
+                [ReopenEntry(t.name, tuple(t.values)) for t in s.window.reopen_templates],
+            ),
+            auto_reopen=s.window.auto_reopen,
+            pending_max_age=s.window.pending_max_age_hours * 3600,
         )
+
+        def on_inbound() -> None:
+            relay.wake()
+            outbox.wake()  # a customer who wrote again reopens their pending replies
+
         intake = Intake(
-            store, tz=tz, on_inbound=relay.wake, on_status=outbox.wake, clock=self._clock
+            store, tz=tz, on_inbound=on_inbound, on_status=outbox.wake, clock=self._clock
         )
         self.health = health = Health(
             store,
@@ -251,7 +265,6 @@ class Bridge:
             tz=tz,
             clock=self._clock,
         )
-        self.catalog = catalog = Catalog(self._nusasms, channel_id=s.nusasms.channel_id)
         self._picker = TemplatePicker(
             store,
             topics,
@@ -425,6 +438,10 @@ class Bridge:
             if update.callback_query is not None:
                 await replies.on_retry(update.callback_query)
 
+        async def on_reopen(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+            if update.callback_query is not None:
+                await replies.on_reopen(update.callback_query)
+
         async def on_template_button(update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
             if update.callback_query is not None:
                 await picker.on_button(update.callback_query)
@@ -447,6 +464,7 @@ class Bridge:
         application.add_handler(MessageHandler(chat & filters.UpdateType.MESSAGE, on_message))
         application.add_handler(MessageHandler(chat & filters.UpdateType.EDITED_MESSAGE, on_edited))
         application.add_handler(CallbackQueryHandler(on_retry, pattern=f"^{RETRY_PREFIX}"))
+        application.add_handler(CallbackQueryHandler(on_reopen, pattern=f"^{REOPEN_PREFIX}"))
         application.add_handler(CallbackQueryHandler(on_template_button, pattern="^tpl"))
         application.add_error_handler(on_error)
 

@@ -186,11 +186,25 @@ class StorageSettings(_Section):
         return self.media_dir if self.media_dir is not None else self.path.parent / "media"
 
 
+class ReopenTemplate(_Section):
+    """A template that reopens a closed window, with its body values (`{name}`: the customer)."""
+
+    name: str = Field(min_length=1)
+    values: list[str] = Field(default_factory=list)
+
+
 class WindowSettings(_Section):
     """WhatsApp's customer-service window."""
 
     hours: float = Field(default=24.0, gt=0, le=24 * 7)
     warn_minutes: float = Field(default=60.0, gt=0)
+    # Templates offered (one button each) when an operator writes into a closed window; the
+    # reply is kept as pending until the customer writes again. Empty: a plain refusal.
+    reopen_templates: list[ReopenTemplate] = Field(default_factory=list)
+    # Send the first reopen template by itself (once per window per topic).
+    auto_reopen: bool = False
+    # A pending reply older than this is dropped with a notice, never sent late.
+    pending_max_age_hours: float = Field(default=24.0, gt=0)
 
 
 class AlertSettings(_Section):

@@ -38,6 +38,9 @@ REACTIONS = {
     "read": "👀",
     "failed": "💔",
     "unknown": "🤔",
+    # Kept until the customer writes again (no hourglass either: a writing hand).
+    "pending": "✍",
+    "expired": "💔",
 }
 RETRY_PREFIX = "retry:"
 IDLE_POLL_SECONDS = 30.0
@@ -66,6 +69,8 @@ def notice_html(reply: Reply, window_closes: str | None = None) -> str | None:
             "The bridge keeps trying{until}; this message and the ones after it go out "
             "in order as soon as NusaSMS takes them."
         ).format(reason=reason, until=until)
+    if reply.display == "expired":
+        return _("🗑 <b>Dropped, not sent to WhatsApp.</b>\nReason: {reason}").format(reason=reason)
     if reply.display == "failed":
         return _("💔 <b>Not delivered to WhatsApp.</b>\nReason: {reason}").format(reason=reason)
     if reply.display == "unknown":
@@ -160,7 +165,8 @@ class Feedback(Worker):
                 notice,
                 reply_to=target,
                 # Only a reply that was given up can be retried; a waiting one is retried.
-                markup=None if reply.display == "waiting" else retry_markup(reply.id),
+                # An expired one would only be kept again: the window is still closed.
+                markup=None if reply.display in ("waiting", "expired") else retry_markup(reply.id),
             )
         except (BadRequest, Forbidden) as exc:
             # The topic was deleted (or the bot lost its rights): this notice can never be

@@ -145,6 +145,7 @@ class Outbox(RoomWorker):
         tz: tzinfo,
         on_changed: Callable[[], None],
         concurrency: int = 4,
+        pending_max_age: float = 24 * 3600.0,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         metrics: Metrics | None = None,
@@ -159,6 +160,7 @@ class Outbox(RoomWorker):
         self._fetch_file = fetch_file
         self._media = media
         self._window_seconds = window_seconds
+        self._pending_max_age = pending_max_age
         self._tz = tz
         self._on_changed = on_changed
         self._clock = clock
@@ -192,6 +194,7 @@ class Outbox(RoomWorker):
                 await self._step("statuses", self._apply_statuses),
                 await self._step("waiting", self._mark_waiting),
                 await self._step("purge", self._purge),
+                await self._step("pending", self._pending),
                 await self._step("queue", self._schedule),
             ]
             await self._doze(self._sleep_until(wake_at, IDLE_POLL_SECONDS))
@@ -255,6 +258,31 @@ class Outbox(RoomWorker):
         self._due["waiting"] = queued + WAITING_NOTICE_SECONDS
         self._on_changed()
         return self._due["waiting"]
+
+    async def _pending(self) -> float | None:
+        """Drop pending replies kept too long, then queue those whose window is open again.
+
+        Dropping comes first: a reply older than `pending_max_age` is never sent late, even
+        when the customer writes just now. Returns when the oldest one left expires.
+        """
+        if await self._store.oldest_pending_at() is None:
+            return None  # the usual case: nothing to write (a read, on the reader)
+        now = self._clock()
+        expired = await self._store.expire_pending(
+            now - self._pending_max_age,
+            _("the customer did not write again within {hours:g} hours, so it was not sent").format(
+                hours=self._pending_max_age / 3600
+            ),
+        )
+        released = await self._store.release_pending(now, self._window_seconds)
+        if expired:
+            log.info("%d pending replies expired", expired)
+        if released:
+            log.info("%d pending replies queued: their customers wrote again", released)
+        if expired or released:
+            self._on_changed()
+        oldest = await self._store.oldest_pending_at()
+        return None if oldest is None else oldest + self._pending_max_age
 
     async def _purge(self) -> float:
         """Forget old statuses no reply of ours has, and expired media; a batch at a time."""

@@ -21,7 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
-from telegram import Bot, CallbackQuery, Message, MessageEntity
+from telegram import (
+    Bot,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+)
 from telegram.error import BadRequest, TelegramError
 
 from bridge import markup, texts
@@ -29,6 +36,7 @@ from bridge.commands import bot_commands
 from bridge.feedback import RETRY_PREFIX
 from bridge.nusasms import ReplyMessageType
 from bridge.outbox import TEMPLATE, AttachmentRefused, AttachmentUnavailable
+from bridge.reopen import ReopenTemplates, ReopenUnavailable
 from bridge.store import NewReply, Room, Store, StoreError
 from bridge.templates import TemplateMessage
 from bridge.texts import N_, _
@@ -40,6 +48,9 @@ log = logging.getLogger(__name__)
 # What a Retry button carries: our prefix and a reply id (one SQLite can hold, or unknown).
 _RETRY_DATA = re.compile(rf"{re.escape(RETRY_PREFIX)}([0-9]+)")
 _MAX_ROW_ID = 2**63 - 1
+# A reopen button: our prefix, the pending reply's id, the template's index in the config.
+REOPEN_PREFIX = "reopen:"
+_REOPEN_DATA = re.compile(rf"{re.escape(REOPEN_PREFIX)}([0-9]+):([0-9]{{1,3}})")
 # A backslash before a leading "/" sends the text as it is, without the backslash.
 ESCAPE = "\\"
 SENDING_AGAIN = N_("Sending again.")
@@ -186,6 +197,9 @@ class Replies:
         tz: tzinfo,
         on_queued: Callable[[], None],
         clock: Callable[[], float] = time.time,
+        reopen: ReopenTemplates | None = None,
+        auto_reopen: bool = False,
+        pending_max_age: float = 24 * 3600.0,
     ) -> None:
         self._store = store
         self._topics = topics
@@ -196,6 +210,11 @@ class Replies:
         self._tz = tz
         self._on_queued = on_queued
         self._clock = clock
+        # Without reopen templates a reply into a closed window is refused: no dead end
+        # would be offered, only a wait.
+        self._reopen = reopen if reopen is not None and reopen.entries else None
+        self._auto_reopen = auto_reopen
+        self._pending_max_age = pending_max_age
         self._commands = frozenset(c.command.lower() for c in bot_commands())
         self._errors = ErrorLog(log)
 
@@ -247,7 +266,8 @@ class Replies:
             )
             return
         closes_at = room.last_inbox_at + self._window_seconds
-        if self._clock() > closes_at:
+        closed = self._clock() > closes_at
+        if closed and self._reopen is None:
             when = datetime.fromtimestamp(closes_at, UTC).astimezone(self._tz)
             await self._notice(
                 room,
@@ -282,6 +302,9 @@ class Replies:
                 attachment.mime,
             )
         try:
+            if closed:
+                await self._keep_pending(room, message, new)
+                return
             reply_id = await self._store.add_reply(new, self._clock())
         except StoreError as exc:
             # Telegram will not deliver this update again: say so rather than lose it quietly.
@@ -298,6 +321,123 @@ class Replies:
         if reply_id is not None:
             log.info("reply %d queued for room %s (%s)", reply_id, room.room_id, new.kind)
             self._on_queued()
+
+    async def _keep_pending(self, room: Room, message: Message, new: NewReply) -> None:
+        """A reply into a closed window: kept until the customer writes again, offered a
+        template that invites them to (or, with auto_reopen, sent one)."""
+        assert self._reopen is not None
+        template: NewReply | None = None
+        why_not = ""
+        if self._auto_reopen:
+            try:
+                filled = await self._reopen.message(0, room)
+            except ReopenUnavailable as exc:
+                why_not = str(exc)
+                log.warning("cannot send the reopen template to room %s: %s", room.room_id, exc)
+            else:
+                # Its own row in the queue, keyed apart from the operator's message (Telegram
+                # message ids are positive).
+                template = NewReply(
+                    room.room_id,
+                    -message.message_id,
+                    _user_id(message),
+                    TEMPLATE,
+                    filled.text,
+                    template=filled.to_json(),
+                )
+        reply_id, reopened = await self._store.add_pending_reply(
+            new, self._clock(), reopen=template, window=room.last_inbox_at
+        )
+        if reply_id is None:
+            return  # this update was handled before
+        log.info("reply %d kept pending: the window of room %s is closed", reply_id, room.room_id)
+        self._on_queued()
+        closes_at = room.last_inbox_at + self._window_seconds
+        when = datetime.fromtimestamp(closes_at, UTC).astimezone(self._tz)
+        text = _(
+            "⏰ <b>Kept, not sent yet:</b> the reply window closed at {when} ({tz}). "
+            "This message goes out by itself, in order, as soon as the customer writes again "
+            "(if they do within {hours:g} hours)."
+        ).format(
+            when=texts.strftime(when, "%d %b %H:%M"),
+            tz=html.escape(str(self._tz)),
+            hours=self._pending_max_age / 3600,
+        )
+        if reopened:
+            text += "\n" + _("📨 The bridge sent the template {name} to invite them back.").format(
+                name=html.escape(self._reopen.entries[0].name)
+            )
+        else:
+            if why_not:
+                text += "\n" + _("The reopen template could not be sent: {reason}").format(
+                    reason=html.escape(why_not)
+                )
+            text += "\n" + _("To invite the customer to write now, send a template:")
+        buttons = (
+            None
+            if reopened
+            else InlineKeyboardMarkup(
+                [
+                    [
+                        InlineKeyboardButton(
+                            _("📨 Send {name}").format(name=entry.name),
+                            callback_data=f"{REOPEN_PREFIX}{reply_id}:{i}",
+                        )
+                    ]
+                    for i, entry in enumerate(self._reopen.entries)
+                ]
+            )
+        )
+        assert room.topic_id is not None
+        await self._topics.notify(room.topic_id, text, reply_to=message.message_id, markup=buttons)
+
+    async def on_reopen(self, query: CallbackQuery) -> None:
+        """A reopen button: send that template (once per notice), answer, drop the buttons."""
+        answer, sent = await self._reopen_pressed(query)
+        try:
+            await query.answer(answer)
+        except TelegramError as exc:
+            self._errors.failed("answer", "cannot answer a reopen press: %s", exc)
+        if sent:
+            try:
+                await query.edit_message_reply_markup(None)
+            except TelegramError as exc:
+                log.info("cannot remove the reopen buttons: %s", exc)
+
+    async def _reopen_pressed(self, query: CallbackQuery) -> tuple[str, bool]:
+        match = _REOPEN_DATA.fullmatch(query.data or "")
+        if match is None or self._reopen is None or query.message is None:
+            return _("Unknown button."), False
+        user = query.from_user
+        if self._operators and user.id not in self._operators:
+            return _("Only operators can send templates."), False
+        reply_id, index = int(match.group(1)), int(match.group(2))
+        if reply_id > _MAX_ROW_ID or index >= len(self._reopen.entries):
+            return _("Unknown message."), False
+        try:
+            reply = await self._store.reply(reply_id)
+            room = None if reply is None else await self._store.room(reply.room_id)
+            if room is None:
+                return _("Unknown message."), False
+            try:
+                filled = await self._reopen.message(index, room)
+            except ReopenUnavailable as exc:
+                return _("Not sent: {reason}").format(reason=str(exc))[:190], False
+            queued = await queue_template(
+                self._store,
+                room,
+                filled,
+                request_message_id=query.message.message_id,
+                operator_id=user.id,
+                now=self._clock(),
+            )
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("cannot queue a reopen template: %s", exc)
+            return _("The bridge could not store this just now. Press again in a moment."), False
+        if queued is None:
+            return _("A template was already sent from this message."), True
+        self._on_queued()
+        return _("Sending the template."), True
 
     async def on_edited(self, message: Message) -> None:
         """An operator edited a message: WhatsApp keeps the original."""

@@ -157,6 +157,13 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE kind = 'template' AND post_message_id IS NULL;
     CREATE INDEX outbound_templates_sent ON outbound (sent_at) WHERE kind = 'template';
     """,
+    # A reply written into a closed window is kept as `pending` until the customer writes
+    # again; the window (its last_inbox_at) for which the bridge sent a reopen template by
+    # itself, so it does so once per window, across restarts.
+    """
+    ALTER TABLE rooms ADD COLUMN reopen_sent_for REAL;
+    CREATE INDEX outbound_pending ON outbound (room_id, id) WHERE state = 'pending';
+    """,
 )
 
 # A batch bigger than this waits for the next commit; it bounds one transaction's latency.
@@ -476,7 +483,7 @@ _PRUNABLE = (
     (
         "outbound",
         "created_at",
-        "state IN ('sent', 'failed', 'unknown') AND display = shown",
+        "state IN ('sent', 'failed', 'unknown', 'expired') AND display = shown",
     ),
     (
         "status_events",
@@ -486,6 +493,12 @@ _PRUNABLE = (
     ),
 )
 _MAX_ID = 2**63 - 1
+# A reply never overtakes an earlier pending reply of its room (a template, which reopens
+# the window, does): the pending ones are queued first, once the customer wrote again.
+_NOT_BEHIND_PENDING = (
+    "(kind = 'template' OR NOT EXISTS (SELECT 1 FROM outbound AS p "
+    "WHERE p.state = 'pending' AND p.room_id = outbound.room_id AND p.id < outbound.id))"
+)
 
 
 _REPLY_COLUMNS = (
@@ -868,6 +881,7 @@ class Store:
             SELECT {_REPLY_COLUMNS} FROM outbound WHERE id IN (
                 SELECT min(id) FROM outbound WHERE state = 'queued' GROUP BY room_id
             ) AND next_attempt_at <= ? AND room_id NOT IN (SELECT value FROM json_each(?))
+              AND {_NOT_BEHIND_PENDING}
             ORDER BY id LIMIT ?
             """,  # noqa: S608
             (now, json.dumps(sorted(unavailable)), limit),
@@ -881,11 +895,11 @@ class Store:
         time is 0) and must wait for it, as must a busy room's, or the worker would spin.
         """
         rows = await self._fetch(
-            """
+            f"""
             SELECT min(next_attempt_at) FROM outbound WHERE id IN (
                 SELECT min(id) FROM outbound WHERE state = 'queued' GROUP BY room_id
-            ) AND room_id NOT IN (SELECT value FROM json_each(?))
-            """,
+            ) AND room_id NOT IN (SELECT value FROM json_each(?)) AND {_NOT_BEHIND_PENDING}
+            """,  # noqa: S608
             (json.dumps(sorted(busy_rooms)),),
         )
         return rows[0][0] if rows else None
@@ -1002,6 +1016,93 @@ class Store:
                 """,
                 [(status, display, error, rid) for rid, status, display, error in replies],
             )
+
+    async def add_pending_reply(
+        self, reply: NewReply, now: float, *, reopen: NewReply | None = None, window: float = 0.0
+    ) -> tuple[int | None, bool]:
+        """Keep a reply written into a closed window as pending; (its id, reopen queued).
+
+        `reopen`, a template message, is queued with it in the same transaction unless one
+        was sent by the bridge for this window (`window`: the room's last_inbox_at) already,
+        so a crash or a repeated update never sends it twice. None: queued before.
+        """
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                """
+                INSERT INTO outbound (room_id, operator_message_id, operator_id, kind, text,
+                                      file_id, file_name, file_mime, created_at, queued_at,
+                                      state, display, shown)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 'pending', 'queued')
+                ON CONFLICT (operator_message_id) DO NOTHING
+                """,
+                (
+                    reply.room_id,
+                    reply.operator_message_id,
+                    reply.operator_id,
+                    reply.kind,
+                    reply.text,
+                    reply.file_id,
+                    reply.file_name,
+                    reply.file_mime,
+                    now,
+                    now,
+                ),
+            )
+            if not cursor.rowcount:
+                return None, False
+            reply_id = cursor.lastrowid
+            if reopen is None:
+                return reply_id, False
+            claimed = await db.execute(
+                "UPDATE rooms SET reopen_sent_for = ? WHERE room_id = ? "
+                "AND (reopen_sent_for IS NULL OR reopen_sent_for < ?)",
+                (window, reply.room_id, window),
+            )
+            if not claimed.rowcount:
+                return reply_id, False
+            await db.execute(
+                """
+                INSERT INTO outbound (room_id, operator_message_id, operator_id, kind, text,
+                                      template, created_at, queued_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                (
+                    reopen.room_id,
+                    reopen.operator_message_id,
+                    reopen.operator_id,
+                    reopen.kind,
+                    reopen.text,
+                    reopen.template,
+                    now,
+                    now,
+                ),
+            )
+            return reply_id, True
+
+    async def expire_pending(self, created_before: float, error: str) -> int:
+        """Pending replies kept since before then are dropped (the operator is told why)."""
+        return await self._write(
+            "UPDATE outbound SET state = 'expired', display = 'expired', error = ? "
+            "WHERE state = 'pending' AND created_at < ?",
+            (error, created_before),
+        )
+
+    async def release_pending(self, now: float, window_seconds: float) -> int:
+        """Pending replies of rooms whose window is open again are queued, in their order."""
+        return await self._write(
+            """
+            UPDATE outbound SET state = 'queued', display = 'queued', queued_at = ?
+            WHERE state = 'pending' AND room_id IN (
+                SELECT room_id FROM rooms WHERE last_inbox_at + ? >= ?
+            )
+            """,
+            (now, window_seconds, now),
+        )
+
+    async def oldest_pending_at(self) -> float | None:
+        """When the oldest pending reply was written, or None."""
+        rows = await self._fetch("SELECT min(created_at) FROM outbound WHERE state = 'pending'")
+        return rows[0][0] if rows else None
 
     async def templates_to_post(self, limit: int) -> list[Reply]:
         """Template messages whose rendered text is not shown in their topic yet."""

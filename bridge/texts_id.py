@@ -263,6 +263,40 @@ INDONESIAN: dict[str, str] = {
         "berkas sebagai media header memerlukan nusasms.media_mode: url (berikan URL medianya saja)"
     ),
     "📨 <b>Template</b>\n{text}": "📨 <b>Template</b>\n{text}",
+    # --- pending replies and reopen templates (replies.py, outbox.py, feedback.py, reopen.py)
+    "🗑 <b>Dropped, not sent to WhatsApp.</b>\nReason: {reason}": (
+        "🗑 <b>Dibuang, tidak dikirim ke WhatsApp.</b>\nAlasan: {reason}"
+    ),
+    "the customer did not write again within {hours:g} hours, so it was not sent": (
+        "pelanggan tidak menulis lagi dalam {hours:g} jam, jadi pesan tidak dikirim"
+    ),
+    "NusaSMS has no template named {name}": "NusaSMS tidak punya template bernama {name}",
+    "the template {name} is not approved ({status})": (
+        "template {name} belum disetujui ({status})"
+    ),
+    "Sending the template.": "Mengirim template.",
+    "⏰ <b>Kept, not sent yet:</b> the reply window closed at {when} ({tz}). This message "
+    "goes out by itself, in order, as soon as the customer writes again (if they do within "
+    "{hours:g} hours).": (
+        "⏰ <b>Disimpan, belum dikirim:</b> jendela balasan sudah ditutup pada {when} ({tz}). "
+        "Pesan ini terkirim sendiri, berurutan, begitu pelanggan menulis lagi (jika dalam "
+        "{hours:g} jam)."
+    ),
+    "To invite the customer to write now, send a template:": (
+        "Untuk mengajak pelanggan menulis sekarang, kirim template:"
+    ),
+    "A template was already sent from this message.": ("Template sudah dikirim dari pesan ini."),
+    "The bridge could not store this just now. Press again in a moment.": (
+        "Bridge tidak dapat menyimpan ini sekarang. Tekan lagi sebentar lagi."
+    ),
+    "📨 The bridge sent the template {name} to invite them back.": (
+        "📨 Bridge mengirim template {name} untuk mengajak pelanggan kembali."
+    ),
+    "The reopen template could not be sent: {reason}": (
+        "Template pembuka tidak dapat dikirim: {reason}"
+    ),
+    "Not sent: {reason}": "Tidak dikirim: {reason}",
+    "📨 Send {name}": "📨 Kirim {name}",
     # --- picker.py, commands.py: choosing and sending templates ---
     "Tap a template inside a customer's topic to fill it in step by step.": (
         "Ketuk sebuah template di dalam topik pelanggan untuk mengisinya langkah demi langkah."
