@@ -343,7 +343,8 @@ class Outbox(RoomWorker):
         started = time.perf_counter()
         try:
             ref_no = await self._client.send_reply(
-                reply.room_id,
+                # One topic per customer: the reply goes to their latest NusaSMS room.
+                room.reply_room or reply.room_id,
                 type=ReplyMessageType(reply.kind),
                 text=reply.text or None,
                 file_url=file_url,
