@@ -255,4 +255,10 @@ INDONESIAN: dict[str, str] = {
         "jendela balasan sudah ditutup pada {when} sebelum pesan sempat dikirim"
     ),
     "WhatsApp reports the message {status}": "WhatsApp melaporkan status pesan: {status}",
+    # --- one topic per customer (customers.py) ---
+    "➡️ {number} now has one topic for all their conversations: "
+    '<a href="{link}">open it</a>. Replies written here still reach them.': (
+        "➡️ {number} kini punya satu topik untuk semua percakapannya: "
+        '<a href="{link}">buka</a>. Balasan yang ditulis di sini tetap sampai kepadanya.'
+    ),
 }

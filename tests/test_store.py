@@ -6,10 +6,9 @@ a separate plain `sqlite3` connection, so an uncommitted write cannot pass for a
 
 from __future__ import annotations
 
-import zlib
-
 import asyncio
 import sqlite3
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
