@@ -15,7 +15,7 @@ from bridge import render, texts
 from bridge.alerts import Alerts
 from bridge.health import Health
 from bridge.nusasms import Credit
-from bridge.store import Store
+from bridge.store import Room, Store
 from bridge.texts import N_, _
 from bridge.topics import Topics
 
@@ -168,8 +168,28 @@ class Commands:
                 received=received,
                 sent=sent,
                 status=html.escape(last_status or "—"),
-            )
+            ) + await self._customer_lines(room)
         return None
+
+    async def _customer_lines(self, room: Room) -> str:
+        """/info's part about the customer: every NusaSMS room of theirs, templates sent."""
+        lines = ["", _("Rooms of this customer:")]
+        for wa_room in await self._store.wa_rooms(room.room_id):
+            lines.append(
+                _("<code>{room}</code>: first {first}, last {last}").format(
+                    room=html.escape(wa_room.wa_room_id),
+                    first=_local(wa_room.first_at, self._tz),
+                    last=_local(wa_room.last_at, self._tz),
+                )
+            )
+        if len(lines) == 2:
+            lines.append(_("none yet (the customer never wrote)"))
+        lines.append(
+            _("Templates sent: {count}").format(
+                count=await self._store.templates_sent(room.room_id)
+            )
+        )
+        return "\n".join(lines)
 
     async def _status(self) -> str:
         ready, report = await self._health.report()

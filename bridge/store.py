@@ -1309,6 +1309,13 @@ class Store:
         )
         return inbound[0][0], outbound[0][0], outbound[0][1]
 
+    async def templates_sent(self, room_id: str) -> int:
+        """How many templates the conversation sent (outbound rows of kind `template`)."""
+        rows = await self._fetch(
+            "SELECT count(*) FROM outbound WHERE room_id = ? AND kind = 'template'", (room_id,)
+        )
+        return int(rows[0][0])
+
     # --- data retention -------------------------------------------------------------------
 
     async def prune_bounds(self, cutoff: float) -> tuple[int, ...]:

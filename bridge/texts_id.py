@@ -261,4 +261,10 @@ INDONESIAN: dict[str, str] = {
         "➡️ {number} kini punya satu topik untuk semua percakapannya: "
         '<a href="{link}">buka</a>. Balasan yang ditulis di sini tetap sampai kepadanya.'
     ),
+    "Rooms of this customer:": "Room pelanggan ini:",
+    "<code>{room}</code>: first {first}, last {last}": (
+        "<code>{room}</code>: pertama {first}, terakhir {last}"
+    ),
+    "none yet (the customer never wrote)": "belum ada (pelanggan belum pernah menulis)",
+    "Templates sent: {count}": "Template terkirim: {count}",
 }

@@ -219,3 +219,47 @@ async def test_a_crash_between_claiming_and_posting_the_note_never_doubles_it(
         assert notes.posted == []
     finally:
         await store.close()
+
+
+async def test_the_customers_answer_after_a_broadcast_lands_in_their_topic_and_gets_the_reply(
+    bridge: Any, telegram: Any, nusasms: Any, http: Any
+) -> None:
+    from bridge.render import topic_name
+    from tests.conftest import CALLBACK_SECRET
+    from tests.fakes.nusasms import DEFAULT_API_KEY
+    from tests.test_ops_commands import answer_to, command
+
+    nusasms.callback_url = f"http://127.0.0.1:{bridge.port}/callbacks/{CALLBACK_SECRET}/wa/inbox"
+    first = await nusasms.customer_answers(NUMBER, "halo")
+    name = topic_name(NUMBER.lstrip("+"))
+    await telegram.wait_for(lambda: any(t.name == name for t in telegram.topics.values()))
+    topic = next(t.thread_id for t in telegram.topics.values() if t.name == name)
+
+    # A template goes out (as the outbox would send it); NusaSMS opens a new room on the answer.
+    async with http.post(
+        f"{nusasms.base_url}/wa_official/message/broadcast",
+        json={
+            "destination": NUMBER.lstrip("+"),
+            "destination_name": "Budi",
+            "template_id": "t-1",
+            "channel_id": "c-1",
+        },
+        headers={"APIKey": DEFAULT_API_KEY},
+    ) as response:
+        assert response.status == 201
+    second = await nusasms.customer_answers(NUMBER, "jawaban saya")
+    assert second["room_id"] != first["room_id"]
+    await telegram.wait_for(
+        lambda: any("jawaban saya" in (m.plain_text or "") for m in telegram.messages_in(topic))
+    )
+    assert [t.name for t in telegram.topics.values()].count(name) == 1
+
+    telegram.operator_message(thread_id=topic, text="Siap kak", user_id=777)
+    await nusasms.wait_for(lambda: len(nusasms.replies) == 1)
+    assert nusasms.replies[0].room_id == second["room_id"]
+
+    asked = command(telegram, "/info", thread_id=topic)
+    text = (await answer_to(telegram, asked)).plain_text or ""
+    assert first["room_id"] in text
+    assert second["room_id"] in text
+    assert "Templates sent: 0" in text
