@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 
 from telegram import BotCommand, Message
 
-from bridge import render, texts
+from bridge import phones, render, texts
 from bridge.alerts import Alerts
 from bridge.health import Health
 from bridge.nusasms import Credit
@@ -21,9 +22,12 @@ from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
 
+_NUMBER_PART = re.compile(r"[+0-9][0-9\s().\-/]*[0-9]")
+
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("info", N_("In a customer's topic: number, reply window, message counts")),
     ("close", N_("In a customer's topic: close it (the next customer message reopens it)")),
+    ("new", N_("In General: /new +62812… [name] starts a conversation with a customer")),
     ("balance", N_("NusaSMS balances and expiry dates")),
     ("status", N_("Queues, last callback, last error")),
     ("help", N_("What the bridge does and how to use it")),
@@ -119,7 +123,10 @@ class Commands:
             return
         name = message.text.split()[0][1:].split("@")[0].lower()
         topic_id = message.message_thread_id if message.is_topic_message else None
-        answer = await self.answer(name, topic_id)
+        if name == "new":
+            answer: str | None = await self.new_customer(message.text, topic_id)
+        else:
+            answer = await self.answer(name, topic_id)
         if answer is not None:
             await self._topics.notify(topic_id, answer, reply_to=message.message_id)
 
@@ -171,6 +178,62 @@ class Commands:
             ) + await self._customer_lines(room)
         return None
 
+    async def new_customer(self, text: str, topic_id: int | None) -> str:
+        """`/new NUMBER [name]` in General: the customer's topic, created now if they have none."""
+        if topic_id is not None:
+            return _("/new works in the General topic, not inside a topic.")
+        args = text.split(maxsplit=1)[1].strip() if len(text.split(maxsplit=1)) > 1 else ""
+        if not args:
+            return _("Usage: /new {format} [name]").format(
+                format=html.escape(phones.EXPECTED_FORMAT)
+            )
+        # The number may be written with spaces (`+62 812 3456 7890`); the name follows it.
+        written = _NUMBER_PART.match(args)
+        raw = written.group(0).strip() if written else args.split()[0]
+        try:
+            number = phones.e164(raw)
+        except phones.InvalidNumberError:
+            return _("🚫 {number} is not a phone number. Expected: {format}").format(
+                number=html.escape(args.split()[0]), format=html.escape(phones.EXPECTED_FORMAT)
+            )
+        name = args[len(raw) :].strip() or None
+        room = await self._store.customer_by_number(number)
+        if room is not None and room.topic_id is not None:
+            return _('{number} already has a topic: <a href="{link}">open it</a>.').format(
+                number=html.escape(render.format_phone(number)),
+                link=_topic_link(self._chat_id, room.topic_id),
+            )
+        room = await self._store.add_customer(number, name, self._clock())
+        new_topic = await self._topics.create_topic(render.topic_name(number, room.name))
+        await self._store.set_topic(room.room_id, new_topic)
+        # The usual header would give a window that closed in 1970: this one says none is open.
+        await self._store.header_posted(room.room_id)
+        await self._topics.notify(
+            new_topic,
+            _(
+                "<b>{who}</b>\nNo reply window is open yet: the customer has never written. "
+                "WhatsApp lets the first message be an approved template only."
+            ).format(who=html.escape(render.topic_name(number, room.name))),
+        )
+        await self.first_message_prompt(room, new_topic)
+        return _('Topic for {number} created: <a href="{link}">open it</a>.').format(
+            number=html.escape(render.format_phone(number)),
+            link=_topic_link(self._chat_id, new_topic),
+        )
+
+    async def first_message_prompt(self, room: Room, topic_id: int) -> None:
+        """How to send the first template, in the new customer's topic.
+
+        The templates picker plugs its keyboard in here (`markup=`).
+        """
+        await self._topics.notify(
+            topic_id,
+            _(
+                "To write first, send a template here: /templates lists them, "
+                "<code>/template NAME value1 | value2</code> sends one."
+            ),
+        )
+
     async def _customer_lines(self, room: Room) -> str:
         """/info's part about the customer: every NusaSMS room of theirs, templates sent."""
         lines = ["", _("Rooms of this customer:")]
@@ -215,3 +278,8 @@ class Commands:
             ),
         ]
         return "\n".join(lines)
+
+
+def _topic_link(chat_id: int, topic_id: int) -> str:
+    internal = str(chat_id).removeprefix("-100").lstrip("-")
+    return f"https://t.me/c/{internal}/{topic_id}"

@@ -263,3 +263,47 @@ async def test_the_customers_answer_after_a_broadcast_lands_in_their_topic_and_g
     assert first["room_id"] in text
     assert second["room_id"] in text
     assert "Templates sent: 0" in text
+
+
+async def test_new_creates_the_customers_topic_and_their_answer_lands_in_it(
+    bridge: Any, telegram: Any, nusasms: Any
+) -> None:
+    from bridge.render import topic_name
+    from tests.conftest import CALLBACK_SECRET
+    from tests.test_ops_commands import answer_to, command
+
+    asked = command(telegram, "/new 0812-3456-7890 Budi Santoso")
+    answer = await answer_to(telegram, asked)
+    title = topic_name(NUMBER, "Budi Santoso")
+    [topic] = [t for t in telegram.topics.values() if t.name == title]
+    assert answer.thread_id is None
+    assert f'/{topic.thread_id}"' in (answer.text or "")
+    shown = [m.plain_text or "" for m in telegram.messages_in(topic.thread_id)]
+    assert any("No reply window is open yet" in t for t in shown)
+    assert any("/template NAME" in t for t in shown)
+
+    again = await answer_to(telegram, command(telegram, "/new +62 812 3456 7890"))
+    assert "already has a topic" in (again.plain_text or "")
+    assert [t.name for t in telegram.topics.values()].count(title) == 1
+
+    nusasms.callback_url = f"http://127.0.0.1:{bridge.port}/callbacks/{CALLBACK_SECRET}/wa/inbox"
+    await nusasms.customer_answers(NUMBER, "siapa ini?")
+    await telegram.wait_for(
+        lambda: any(
+            "siapa ini?" in (m.plain_text or "") for m in telegram.messages_in(topic.thread_id)
+        )
+    )
+    assert len(telegram.topics) == 1
+
+
+async def test_new_with_an_invalid_number_is_refused_with_the_expected_format(
+    bridge: Any, telegram: Any
+) -> None:
+    from bridge import phones
+    from tests.test_ops_commands import answer_to, command
+
+    answer = await answer_to(telegram, command(telegram, "/new 12ab"))
+    assert "is not a phone number" in (answer.plain_text or "")
+    assert phones.EXPECTED_FORMAT in (answer.plain_text or "")
+    assert telegram.topics == {} or len(telegram.topics) == 0
+    assert await bridge.store.customer_by_number("+12") is None

@@ -86,7 +86,7 @@ async def test_bot_registers_its_commands_at_start_up(
     [call] = telegram.calls_of("setMyCommands")
     assert call.params["scope"] == {"type": "chat", "chat_id": telegram.chat_id}
     names = [c["command"] for c in telegram.commands[("chat", "")]]
-    assert names == ["info", "close", "balance", "status", "help"]
+    assert names == ["info", "close", "new", "balance", "status", "help"]
     assert names == [name for name, _ in COMMANDS]
 
 
