@@ -27,6 +27,7 @@ from bridge import preflight, texts
 from bridge.alerts import Alerts
 from bridge.commands import Commands, bot_commands
 from bridge.config import Settings
+from bridge.customers import AliasNotes
 from bridge.feedback import RETRY_PREFIX, Feedback
 from bridge.health import Health, Service, ServiceState, describe
 from bridge.intake import Intake
@@ -275,6 +276,7 @@ class Bridge:
             clock=self._clock,
         )
         self._workers = [relay, outbox, feedback, alerts, reminders, catalog, Checkpoints(store)]
+        self._workers.append(AliasNotes(store, topics, chat_id=s.telegram.chat_id))
         if s.storage.retention_days > 0:
             self._workers.append(
                 Retention(store, retention_days=s.storage.retention_days, clock=self._clock)

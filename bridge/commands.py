@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from telegram import BotCommand, Message
 
-from bridge import render, texts
+from bridge import phones, render, texts
 from bridge.alerts import Alerts
 from bridge.health import Health
 from bridge.nusasms import Credit
-from bridge.store import Store
+from bridge.store import Room, Store
 from bridge.texts import N_, _
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
+
+_NUMBER_PART = re.compile(r"[+0-9][0-9\s().\-/]*[0-9]")
 
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("info", N_("In a customer's topic: number, reply window, message counts")),
@@ -27,6 +30,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("templates", N_("The approved WhatsApp templates, to send one")),
     ("template", N_("In a customer's topic: send a template (/template NAME v1 | v2)")),
     ("cancel", N_("Stop filling in a template")),
+    ("new", N_("In General: /new +62812… [name] starts a conversation with a customer")),
     ("balance", N_("NusaSMS balances and expiry dates")),
     ("status", N_("Queues, last callback, last error")),
     ("help", N_("What the bridge does and how to use it")),
@@ -122,7 +126,10 @@ class Commands:
             return
         name = message.text.split()[0][1:].split("@")[0].lower()
         topic_id = message.message_thread_id if message.is_topic_message else None
-        answer = await self.answer(name, topic_id)
+        if name == "new":
+            answer: str | None = await self.new_customer(message.text, topic_id)
+        else:
+            answer = await self.answer(name, topic_id)
         if answer is not None:
             await self._topics.notify(topic_id, answer, reply_to=message.message_id)
 
@@ -171,7 +178,7 @@ class Commands:
                 received=received,
                 sent=sent,
                 status=html.escape(last_status or "—"),
-            )
+            ) + await self._customer_lines(room)
         return None
 
     async def _templates_sent(self) -> str:
@@ -185,6 +192,82 @@ class Commands:
             today=await self._store.templates_sent(midnight, self._clock() + 1),
             yesterday=await self._store.templates_sent(yesterday, midnight),
         )
+
+    async def new_customer(self, text: str, topic_id: int | None) -> str:
+        """`/new NUMBER [name]` in General: the customer's topic, created now if they have none."""
+        if topic_id is not None:
+            return _("/new works in the General topic, not inside a topic.")
+        args = text.split(maxsplit=1)[1].strip() if len(text.split(maxsplit=1)) > 1 else ""
+        if not args:
+            return _("Usage: /new {format} [name]").format(
+                format=html.escape(phones.EXPECTED_FORMAT)
+            )
+        # The number may be written with spaces (`+62 812 3456 7890`); the name follows it.
+        written = _NUMBER_PART.match(args)
+        raw = written.group(0).strip() if written else args.split()[0]
+        try:
+            number = phones.e164(raw)
+        except phones.InvalidNumberError:
+            return _("🚫 {number} is not a phone number. Expected: {format}").format(
+                number=html.escape(args.split()[0]), format=html.escape(phones.EXPECTED_FORMAT)
+            )
+        name = args[len(raw) :].strip() or None
+        room = await self._store.customer_by_number(number)
+        if room is not None and room.topic_id is not None:
+            return _('{number} already has a topic: <a href="{link}">open it</a>.').format(
+                number=html.escape(render.format_phone(number)),
+                link=_topic_link(self._chat_id, room.topic_id),
+            )
+        room = await self._store.add_customer(number, name, self._clock())
+        new_topic = await self._topics.create_topic(render.topic_name(number, room.name))
+        await self._store.set_topic(room.room_id, new_topic)
+        # The usual header would give a window that closed in 1970: this one says none is open.
+        await self._store.header_posted(room.room_id)
+        await self._topics.notify(
+            new_topic,
+            _(
+                "<b>{who}</b>\nNo reply window is open yet: the customer has never written. "
+                "WhatsApp lets the first message be an approved template only."
+            ).format(who=html.escape(render.topic_name(number, room.name))),
+        )
+        await self.first_message_prompt(room, new_topic)
+        return _('Topic for {number} created: <a href="{link}">open it</a>.').format(
+            number=html.escape(render.format_phone(number)),
+            link=_topic_link(self._chat_id, new_topic),
+        )
+
+    async def first_message_prompt(self, room: Room, topic_id: int) -> None:
+        """How to send the first template, in the new customer's topic.
+
+        The templates picker plugs its keyboard in here (`markup=`).
+        """
+        await self._topics.notify(
+            topic_id,
+            _(
+                "To write first, send a template here: /templates lists them, "
+                "<code>/template NAME value1 | value2</code> sends one."
+            ),
+        )
+
+    async def _customer_lines(self, room: Room) -> str:
+        """/info's part about the customer: every NusaSMS room of theirs, templates sent."""
+        lines = ["", _("Rooms of this customer:")]
+        for wa_room in await self._store.wa_rooms(room.room_id):
+            lines.append(
+                _("<code>{room}</code>: first {first}, last {last}").format(
+                    room=html.escape(wa_room.wa_room_id),
+                    first=_local(wa_room.first_at, self._tz),
+                    last=_local(wa_room.last_at, self._tz),
+                )
+            )
+        if len(lines) == 2:
+            lines.append(_("none yet (the customer never wrote)"))
+        lines.append(
+            _("Templates sent: {count}").format(
+                count=await self._store.templates_sent(0, float("inf"), room.room_id)
+            )
+        )
+        return "\n".join(lines)
 
     async def _status(self) -> str:
         ready, report = await self._health.report()
@@ -211,3 +294,8 @@ class Commands:
             await self._templates_sent(),
         ]
         return "\n".join(lines)
+
+
+def _topic_link(chat_id: int, topic_id: int) -> str:
+    internal = str(chat_id).removeprefix("-100").lstrip("-")
+    return f"https://t.me/c/{internal}/{topic_id}"

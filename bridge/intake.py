@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 
+from bridge import phones
 from bridge.nusasms import InboxCallback, StatusCallback
 from bridge.store import NewInbound, NewStatus, Store, StoreError
 
@@ -43,6 +44,7 @@ class Intake:
                 # NusaSMS's clock may run ahead of ours; the window never starts in the future.
                 inbox_at=min(self._timestamp(callback.inbox_date), received_at),
                 received_at=received_at,
+                number=_customer(callback.sender_number),
             )
         )
         self.last_callback_at = received_at
@@ -73,3 +75,11 @@ class Intake:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=self._tz)
         return moment.timestamp()
+
+
+def _customer(sender_number: str) -> str:
+    """The customer a sender number is; a number E.164 cannot read stays itself (kept, not lost)."""
+    try:
+        return phones.e164(sender_number)
+    except phones.InvalidNumberError:
+        return "+" + sender_number.lstrip("+")

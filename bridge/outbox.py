@@ -427,7 +427,8 @@ class Outbox(RoomWorker):
 
         def request() -> Awaitable[str]:
             return self._client.send_reply(
-                reply.room_id,
+                # One topic per customer: the reply goes to their latest NusaSMS room.
+                room.reply_room or reply.room_id,
                 type=ReplyMessageType(reply.kind),
                 text=reply.text or None,
                 file_url=file_url,
@@ -463,8 +464,8 @@ class Outbox(RoomWorker):
                 return None
             media_url = fetched[0]
         param = BroadcastMessageParam(
-            destination=room.sender_number.removeprefix("+"),
-            destination_name=getattr(room, "name", None) or room.sender_number,
+            destination=(room.number or room.sender_number).removeprefix("+"),
+            destination_name=room.name or room.number or room.sender_number,
             template_id=message.template_id,
             channel_id=message.channel_id,
             parameters=message.parameters(media_url) or None,

@@ -52,7 +52,7 @@ class ReopenTemplates:
                     )
                 )
             channel_id = await self._catalog.channel()
-            name = getattr(room, "name", None) or room.sender_number
+            name = room.name or room.number or room.sender_number
             return spec.message(channel_id, [v.replace("{name}", name) for v in entry.values])
         except NusaSMSError as exc:
             raise ReopenUnavailable(exc.reason()) from exc

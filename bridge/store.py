@@ -164,6 +164,101 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE rooms ADD COLUMN reopen_sent_for REAL;
     CREATE INDEX outbound_pending ON outbound (room_id, id) WHERE state = 'pending';
     """,
+    # One topic per customer (their E.164 number): every NusaSMS room of the number maps to
+    # the customer's row (`wa_rooms`), replies go to the latest of them (`reply_room`).
+    # Rooms of one number already in separate topics merge into the newest topic; the older
+    # topics become aliases (a reply there reaches the customer) and get one note each.
+    """
+    ALTER TABLE rooms ADD COLUMN number TEXT NOT NULL DEFAULT '';
+    ALTER TABLE rooms ADD COLUMN name TEXT;
+    ALTER TABLE rooms ADD COLUMN reply_room TEXT;
+    UPDATE rooms SET number = '+' || ltrim(sender_number, '+'), reply_room = room_id;
+    CREATE TABLE wa_rooms (
+        wa_room_id TEXT PRIMARY KEY,
+        room_id    TEXT NOT NULL,
+        first_at   REAL NOT NULL,
+        last_at    REAL NOT NULL
+    );
+    INSERT INTO wa_rooms (wa_room_id, room_id, first_at, last_at)
+        SELECT room_id, room_id,
+            coalesce((SELECT min(i.inbox_at) FROM inbound AS i WHERE i.room_id = r.room_id),
+                     r.last_inbox_at),
+            r.last_inbox_at
+        FROM rooms AS r;
+    CREATE TABLE customer_merge AS
+        SELECT r.room_id AS old, (
+            SELECT p.room_id FROM rooms AS p WHERE p.number = r.number
+            ORDER BY p.topic_id IS NULL, p.created_at DESC, p.room_id DESC LIMIT 1
+        ) AS new
+        FROM rooms AS r;
+    DELETE FROM customer_merge WHERE old = new;
+    CREATE TABLE topic_aliases (
+        topic_id INTEGER PRIMARY KEY,
+        room_id  TEXT NOT NULL REFERENCES rooms (room_id),
+        note     TEXT NOT NULL DEFAULT 'due'
+    );
+    INSERT INTO topic_aliases (topic_id, room_id)
+        SELECT r.topic_id, m.new FROM customer_merge AS m JOIN rooms AS r ON r.room_id = m.old
+        WHERE r.topic_id IS NOT NULL;
+    UPDATE rooms SET
+        last_inbox_at = (SELECT max(o.last_inbox_at) FROM rooms AS o WHERE o.number = rooms.number),
+        reply_room = (
+            SELECT o.room_id FROM rooms AS o WHERE o.number = rooms.number
+            ORDER BY o.last_inbox_at DESC, o.created_at DESC LIMIT 1
+        )
+    WHERE room_id IN (SELECT new FROM customer_merge);
+    UPDATE wa_rooms SET room_id = (SELECT new FROM customer_merge WHERE old = wa_rooms.room_id)
+    WHERE room_id IN (SELECT old FROM customer_merge);
+    UPDATE inbound SET room_id = (SELECT new FROM customer_merge WHERE old = inbound.room_id)
+    WHERE room_id IN (SELECT old FROM customer_merge);
+    UPDATE outbound SET room_id = (SELECT new FROM customer_merge WHERE old = outbound.room_id)
+    WHERE room_id IN (SELECT old FROM customer_merge);
+    DELETE FROM rooms WHERE room_id IN (SELECT old FROM customer_merge);
+    DROP TABLE customer_merge;
+    CREATE INDEX rooms_by_number ON rooms (number);
+    CREATE INDEX wa_rooms_by_room ON wa_rooms (room_id);
+    CREATE INDEX topic_aliases_due ON topic_aliases (topic_id) WHERE note = 'due';
+    DROP VIEW intake;
+    CREATE VIEW intake AS
+        SELECT i.ref_no, i.room_id, r.sender_number, r.number, i.text, i.inbox_at, i.received_at
+        FROM inbound AS i JOIN rooms AS r USING (room_id);
+    CREATE TRIGGER intake_insert INSTEAD OF INSERT ON intake
+    WHEN NOT EXISTS (SELECT 1 FROM inbound WHERE ref_no = NEW.ref_no)
+    BEGIN
+        INSERT INTO wa_rooms (wa_room_id, room_id, first_at, last_at)
+        VALUES (
+            NEW.room_id,
+            coalesce(
+                (SELECT room_id FROM rooms WHERE number = NEW.number
+                 ORDER BY created_at DESC LIMIT 1),
+                NEW.room_id
+            ),
+            NEW.inbox_at,
+            NEW.inbox_at
+        )
+        ON CONFLICT (wa_room_id) DO UPDATE SET
+            first_at = min(first_at, excluded.first_at),
+            last_at = max(last_at, excluded.last_at);
+        INSERT INTO rooms (room_id, sender_number, number, reply_room, last_inbox_at, created_at)
+        SELECT w.room_id, NEW.sender_number, NEW.number, NEW.room_id, NEW.inbox_at,
+               NEW.received_at
+        FROM wa_rooms AS w WHERE w.wa_room_id = NEW.room_id
+        ON CONFLICT (room_id) DO UPDATE SET
+            sender_number = excluded.sender_number,
+            reply_room = CASE WHEN excluded.last_inbox_at >= last_inbox_at
+                              OR reply_room IS NULL
+                         THEN excluded.reply_room ELSE reply_room END,
+            last_inbox_at = max(last_inbox_at, excluded.last_inbox_at);
+        INSERT INTO inbound (ref_no, room_id, text, inbox_at, received_at)
+        VALUES (
+            NEW.ref_no,
+            (SELECT room_id FROM wa_rooms WHERE wa_room_id = NEW.room_id),
+            NEW.text,
+            NEW.inbox_at,
+            NEW.received_at
+        );
+    END;
+    """,
 )
 
 # A batch bigger than this waits for the next commit; it bounds one transaction's latency.
@@ -336,6 +431,8 @@ class NewInbound:
     text: str
     inbox_at: float
     received_at: float
+    # The customer: phones.e164(sender_number); rooms of one number share one topic.
+    number: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +457,29 @@ class Room:
     attempts: int
     last_error: str | None
     closed: bool = False
+    # The customer (E.164), as /new or the first callback gave it.
+    number: str = ""
+    name: str | None = None
+    # The NusaSMS room replies go to: the customer's latest; None before they ever wrote.
+    reply_room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaRoom:
+    """One NusaSMS room of a customer: its id and its first and last message."""
+
+    wa_room_id: str
+    first_at: float
+    last_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TopicAlias:
+    """An older topic of a customer (from before one topic per customer) and its note."""
+
+    topic_id: int
+    room_id: str
+    note: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,12 +626,25 @@ _REPLY_COLUMNS = (
     "attempts, ref_no, status, error, display, shown, operator_id, template, post_message_id"
 )
 _ROOM_COLUMNS = (
-    "room_id, sender_number, topic_id, header_pending, last_inbox_at, attempts, last_error, closed"
+    "room_id, sender_number, topic_id, header_pending, last_inbox_at, attempts, last_error, closed,"
+    " number, name, reply_room"
 )
 
 
 def _room(row: sqlite3.Row | tuple[Any, ...]) -> Room:
-    return Room(row[0], row[1], row[2], bool(row[3]), row[4], row[5], row[6], bool(row[7]))
+    return Room(
+        row[0],
+        row[1],
+        row[2],
+        bool(row[3]),
+        row[4],
+        row[5],
+        row[6],
+        bool(row[7]),
+        row[8],
+        row[9],
+        row[10],
+    )
 
 
 @dataclass(slots=True)
@@ -630,9 +763,17 @@ class Store:
         async with self._transaction() as db:
             if inbound:
                 await db.executemany(
-                    "INSERT INTO intake VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO intake VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (m.ref_no, m.room_id, m.sender_number, m.text, m.inbox_at, m.received_at)
+                        (
+                            m.ref_no,
+                            m.room_id,
+                            m.sender_number,
+                            m.number or "+" + m.sender_number.lstrip("+"),
+                            m.text,
+                            m.inbox_at,
+                            m.received_at,
+                        )
                         for m in inbound
                     ],
                 )
@@ -748,12 +889,77 @@ class Store:
         return _room(rows[0]) if rows else None
 
     async def room_by_topic(self, topic_id: int) -> Room | None:
-        """The room whose topic this is, or None."""
+        """The room whose topic this is (or an older topic of the customer's), or None."""
         rows = await self._fetch(
-            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE topic_id = ?",  # noqa: S608
+            f"""
+            SELECT {_ROOM_COLUMNS} FROM rooms WHERE topic_id = ?1
+               OR room_id = (SELECT room_id FROM topic_aliases WHERE topic_id = ?1)
+            ORDER BY topic_id = ?1 DESC LIMIT 1
+            """,  # noqa: S608
             (topic_id,),
         )
         return _room(rows[0]) if rows else None
+
+    # --- customers ------------------------------------------------------------------------
+
+    async def customer_by_number(self, number: str) -> Room | None:
+        """The customer's conversation (their one topic) for an E.164 number, or None."""
+        rows = await self._fetch(
+            f"""
+            SELECT {_ROOM_COLUMNS} FROM rooms WHERE number = ?
+            ORDER BY created_at DESC LIMIT 1
+            """,  # noqa: S608
+            (number,),
+        )
+        return _room(rows[0]) if rows else None
+
+    async def add_customer(self, number: str, name: str | None, now: float) -> Room:
+        """The customer of `number`, created (window closed, no room yet) if new."""
+        async with self._transaction() as db:
+            await db.execute(
+                """
+                INSERT INTO rooms (room_id, sender_number, number, name, last_inbox_at,
+                                   created_at)
+                SELECT ?1, ltrim(?2, '+'), ?2, ?3, 0, ?4
+                WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE number = ?2)
+                ON CONFLICT (room_id) DO NOTHING
+                """,
+                ("new:" + number, number, name, now),
+            )
+        room = await self.customer_by_number(number)
+        if room is None:  # pragma: no cover - the row was just written
+            raise StoreError(f"customer {number} not found after adding it")
+        return room
+
+    async def wa_rooms(self, room_key: str) -> list[WaRoom]:
+        """Every NusaSMS room of the customer whose conversation `room_key` is, oldest first."""
+        rows = await self._fetch(
+            """
+            SELECT wa_room_id, first_at, last_at FROM wa_rooms WHERE room_id = ?
+            ORDER BY first_at, wa_room_id
+            """,
+            (room_key,),
+        )
+        return [WaRoom(*r) for r in rows]
+
+    async def alias_notes_due(self) -> list[TopicAlias]:
+        """Older topics of a customer whose note pointing to the customer's topic is due."""
+        rows = await self._fetch(
+            "SELECT topic_id, room_id, note FROM topic_aliases WHERE note = 'due' ORDER BY topic_id"
+        )
+        return [TopicAlias(*r) for r in rows]
+
+    async def claim_alias_note(self, topic_id: int) -> bool:
+        """Mark the note as being posted (committed before the post): never posted twice."""
+        changed = await self._write(
+            "UPDATE topic_aliases SET note = 'sending' WHERE topic_id = ? AND note = 'due'",
+            (topic_id,),
+        )
+        return changed == 1
+
+    async def alias_note_done(self, topic_id: int, note: str = "done") -> None:
+        """The note went out (`done`), or its topic refused it for good (`failed`)."""
+        await self._write("UPDATE topic_aliases SET note = ? WHERE topic_id = ?", (note, topic_id))
 
     async def mark_posted(self, ids: Sequence[int], message_id: int, now: float) -> None:
         """These messages are in Telegram now; the room's failures are forgotten."""

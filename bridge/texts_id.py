@@ -366,4 +366,42 @@ INDONESIAN: dict[str, str] = {
     "Templates sent: {today} today, {yesterday} yesterday": (
         "Template terkirim: {today} hari ini, {yesterday} kemarin"
     ),
+    # --- one topic per customer, /new (customers.py, commands.py) ---
+    '➡️ {number} now has one topic for all their conversations: <a href="{link}">open it</a>. '
+    "Replies written here still reach them.": (
+        '➡️ {number} kini punya satu topik untuk semua percakapannya: <a href="{link}">buka</a>. '
+        "Balasan yang ditulis di sini tetap sampai kepadanya."
+    ),
+    "Rooms of this customer:": ("Room pelanggan ini:"),
+    "<code>{room}</code>: first {first}, last {last}": (
+        "<code>{room}</code>: pertama {first}, terakhir {last}"
+    ),
+    "none yet (the customer never wrote)": ("belum ada (pelanggan belum pernah menulis)"),
+    "Templates sent: {count}": ("Template terkirim: {count}"),
+    "In General: /new +62812… [name] starts a conversation with a customer": (
+        "Di General: /new +62812… [nama] memulai percakapan dengan pelanggan"
+    ),
+    "/new works in the General topic, not inside a topic.": (
+        "/new hanya berfungsi di topik General, bukan di dalam topik."
+    ),
+    "Usage: /new {format} [name]": ("Cara pakai: /new {format} [nama]"),
+    "🚫 {number} is not a phone number. Expected: {format}": (
+        "🚫 {number} bukan nomor telepon. Format yang diharapkan: {format}"
+    ),
+    '{number} already has a topic: <a href="{link}">open it</a>.': (
+        '{number} sudah punya topik: <a href="{link}">buka</a>.'
+    ),
+    "<b>{who}</b>\nNo reply window is open yet: the customer has never written. WhatsApp lets the "
+    "first message be an approved template only.": (
+        "<b>{who}</b>\nBelum ada jendela balasan yang terbuka: pelanggan belum pernah menulis. "
+        "WhatsApp hanya mengizinkan template yang disetujui sebagai pesan pertama."
+    ),
+    'Topic for {number} created: <a href="{link}">open it</a>.': (
+        'Topik untuk {number} dibuat: <a href="{link}">buka</a>.'
+    ),
+    "To write first, send a template here: /templates lists them, <code>/template NAME value1 | "
+    "value2</code> sends one.": (
+        "Untuk menulis lebih dulu, kirim template di sini: /templates menampilkan daftarnya, "
+        "<code>/template NAMA nilai1 | nilai2</code> mengirimnya."
+    ),
 }

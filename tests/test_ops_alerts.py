@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,7 +454,9 @@ async def customer_writes(
 ) -> int:
     """A customer message at the clock's now, in a room with a topic; returns the topic."""
     now = clock()
-    await watch.store.add(NewInbound(ref_no, room_id, NUMBER, "halo", now, now))
+    # One topic per customer: another room of the same number would be the same customer.
+    number = NUMBER if room_id == ROOM else f"62899{zlib.crc32(room_id.encode()):010d}"
+    await watch.store.add(NewInbound(ref_no, room_id, number, "halo", now, now))
     if topic is None:
         topic = await watch.topics.create_topic(f"customer {room_id[:4]}")
         await watch.store.set_topic(room_id, topic)

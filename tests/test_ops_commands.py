@@ -92,6 +92,7 @@ async def test_bot_registers_its_commands_at_start_up(
         "templates",
         "template",
         "cancel",
+        "new",
         "balance",
         "status",
         "help",

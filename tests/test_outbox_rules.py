@@ -264,7 +264,7 @@ async def test_a_reply_refused_outright_fails_and_one_that_may_have_arrived_is_u
     replies = []
     for n, (status, body, _) in enumerate(outcomes):
         room = f"room-{n}"
-        await rig.store.add(NewInbound(f"in-{n}", room, "6281234567890", "x", NOW, NOW))
+        await rig.store.add(NewInbound(f"in-{n}", room, f"62812345678{n}", "x", NOW, NOW))
         nusasms.fail_next(REPLY, status, body)
         # Queued in its own room at once: the outbox is running and must not see it elsewhere.
         reply_id = await rig.reply(600 + n, room=room)

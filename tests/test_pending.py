@@ -141,7 +141,7 @@ async def test_auto_reopen_sends_the_template_once_per_window(
     await nusasms.wait_for(lambda: len(nusasms.broadcasts) == 1)
     [invite] = nusasms.broadcasts
     assert invite.parameters == {
-        "body": [{"key": "1", "value": "text", "value_text": invite.destination}]
+        "body": [{"key": "1", "value": "text", "value_text": "+" + invite.destination}]
     }
     assert "sent the template bridge_greeting" in (notices_on(telegram, first)[0].plain_text or "")
     assert buttons(notices_on(telegram, second)[0])  # the second one only offers it

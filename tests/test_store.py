@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ def committed(path: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 
 def inbound(ref_no: str, room_id: str = ROOM, *, text: Any = "halo", at: float = 100.0) -> Any:
-    return NewInbound(ref_no, room_id, "6281234567890", text, at, at)
+    # One customer per room: rooms of one number would share a conversation.
+    return NewInbound(ref_no, room_id, f"62812{zlib.crc32(room_id.encode()):010d}", text, at, at)
 
 
 def status(ref_no: str, value: Any = "read", at: float = 100.0) -> Any:

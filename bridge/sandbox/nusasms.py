@@ -206,6 +206,12 @@ class FakeNusaSMS(LoopbackServer):
         self.calls: list[Call] = []
         self.replies: list[Reply] = []
         self.broadcasts: list[Broadcast] = []
+        # The fake customer: where their answers are posted (the bridge's inbox callback),
+        # each number's current room, and the numbers whose next answer opens a new room
+        # (WhatsApp does after a template, like NusaSMS).
+        self.callback_url: str | None = None
+        self.customer_rooms: dict[str, str] = {}
+        self._opens_room: set[str] = set()
         year_ahead = (dt.date.today() + dt.timedelta(days=365)).isoformat()
         self.person: JSON = {"userid": "bridge-test", "idPerson": 1, "idClient": 1}
         self.balance: JSON = {
@@ -513,6 +519,31 @@ class FakeNusaSMS(LoopbackServer):
                 )
         return problems
 
+    async def customer_answers(self, number: str, text: str) -> JSON:
+        """The customer of `number` writes: an inbox callback to `callback_url`; returns it.
+
+        The first answer after a broadcast (or ever) comes from a new room, as on NusaSMS.
+        """
+        if self.callback_url is None:
+            raise RuntimeError("set fake.callback_url to the bridge's inbox callback first")
+        digits = number.lstrip("+")
+        if digits in self._opens_room or digits not in self.customer_rooms:
+            self.customer_rooms[digits] = f"room-{uuid.uuid4().hex[:12]}"
+            self._opens_room.discard(digits)
+        callback: JSON = {
+            "room_id": self.customer_rooms[digits],
+            "ref_no": self._ref_no(),
+            "text": text,
+            "inbox_date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "sender_number": digits,
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.callback_url, json=callback) as response,
+        ):
+            response.raise_for_status()
+        return callback
+
     async def _broadcast(self, request: web.Request, body: JSON) -> web.Response:
         if request.content_type != "application/json":
             raise _Invalid(
@@ -534,6 +565,7 @@ class FakeNusaSMS(LoopbackServer):
         if errors:
             raise _Invalid(errors)
         ref_no = self._ref_no()
+        self._opens_room.add(body["destination"].lstrip("+"))
         self.broadcasts.append(
             Broadcast(
                 destination=body["destination"],
