@@ -497,6 +497,7 @@ class FakeTelegram(LoopbackServer):
         # scope type + language code -> commands, as set through setMyCommands
         self.commands: dict[tuple[str, str], list[JSON]] = {}
         self.webhook_deleted = False
+        self.last_update_id = 0
         self.webhook_url = ""
         self.webhook_secret: str | None = None
         self.webhook_retry_seconds = 0.2
@@ -694,6 +695,7 @@ class FakeTelegram(LoopbackServer):
         update = dict(update)
         update.setdefault("update_id", next(self._update_ids))
         self._updates.append(update)
+        self.last_update_id = int(update["update_id"])
         self._wake_pollers()
         return int(update["update_id"])
 
