@@ -24,14 +24,17 @@ PER_ROUND = 3
 
 def _process(tmp_path: Path, config_data: dict[str, Any], mode: str) -> BridgeProcess:
     port = free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    telegram = dict(config_data["telegram"])
+    if mode != "polling":  # polling is the default: this test runs on code without the key
+        telegram["updates"] = mode
     data = {
         **config_data,
-        "telegram": {**config_data["telegram"], "updates": mode},
-        "server": {**config_data["server"], "port": port, "public_url": f"http://127.0.0.1:{port}"},
+        "telegram": telegram,
+        "server": {**config_data["server"], "port": port, "public_url": public_url},
     }
-    return BridgeProcess(
-        write_config(tmp_path, data, "process.yaml"), port, tmp_path / "bridge.log"
-    )
+    config = write_config(tmp_path, data, "process.yaml")
+    return BridgeProcess(config, port, tmp_path / "bridge.log")
 
 
 def _unsettled(database: Path) -> int:
