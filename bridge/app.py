@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 from telegram import BotCommandScopeChat, Update
-from telegram.error import InvalidToken, RetryAfter, TelegramError
+from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
 from bridge import preflight, texts
@@ -46,7 +46,15 @@ from bridge.retention import Retention
 from bridge.server import build_app, make_runner, run_site
 from bridge.store import InstanceLock, Store, StoreError
 from bridge.templates import Catalog
-from bridge.topics import Topics, retry_after_seconds
+from bridge.topics import Topics
+from bridge.updates import (
+    UpdateFeed,
+    UpdatePoller,
+    WebhookInbox,
+    start_webhook,
+    webhook_secrets,
+    webhook_url,
+)
 from bridge.upkeep import Checkpoints
 from bridge.workers import Worker
 
@@ -60,12 +68,6 @@ RECHECK_MAX_SECONDS = 60.0
 SHUTDOWN_GRACE_SECONDS = 4.0
 # The whole shutdown, whatever hangs: the README promises an exit within 10 s of SIGTERM.
 SHUTDOWN_LIMIT_SECONDS = 8.0
-# One getUpdates long poll (PTB adds it to the read timeout); a shutdown cancels it rather
-# than waiting for its answer.
-POLL_SECONDS = 10
-# The last getUpdates that confirms fetched updates may take this long at shutdown.
-CONFIRM_UPDATES_SECONDS = 1.0
-ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
 
 
 class StartupError(Exception):
@@ -93,7 +95,9 @@ class Bridge:
         self._workers: list[Worker] = []
         self._unredact: Callable[[], None] = _nothing
         self._polling = False
-        self._poller: _UpdatePoller | None = None
+        self._poller: UpdatePoller | None = None
+        self._feed: UpdateFeed | None = None
+        self._webhook: WebhookInbox | None = None
         self._checks: list[asyncio.Task[None]] = []
         self.health: Health | None = None
         self.port: int | None = None
@@ -282,7 +286,25 @@ class Bridge:
                 Retention(store, retention_days=s.storage.retention_days, clock=self._clock)
             )
         self._add_handlers(self._telegram, topics)
-        self._poller = _UpdatePoller(self._telegram, on_error=self._polling_error)
+        application = self._telegram
+
+        async def handle(data: dict[str, object]) -> None:
+            await application.process_update(Update.de_json(data, application.bot))
+
+        self._feed = feed = UpdateFeed(store, handle, clock=self._clock)
+        if s.telegram.updates == "polling":
+            self._poller = UpdatePoller(
+                bot, store, on_stored=feed.wake, on_error=self._polling_error, clock=self._clock
+            )
+        else:
+            path_secret, header_secret = webhook_secrets(s.telegram.bot_token.get_secret_value())
+            self._webhook = WebhookInbox(
+                store,
+                path_secret=path_secret,
+                header_secret=header_secret,
+                on_stored=feed.wake,
+                clock=self._clock,
+            )
 
         # The port opens before any service is asked anything: a service that accepts
         # connections but never answers must not keep NusaSMS's callbacks out.
@@ -311,6 +333,7 @@ class Bridge:
                 callback_secret=s.server.callback_secret.get_secret_value(),
                 media=media,
                 metrics=metrics,
+                telegram_webhook=self._webhook,
             ),
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
             access_log=logging.getLogger("aiohttp.access") if s.logging.access_log else None,
@@ -396,10 +419,22 @@ class Bridge:
             await self._telegram.bot.set_my_commands(
                 bot_commands(), scope=BotCommandScopeChat(self.settings.telegram.chat_id)
             )
+            if self._poller is None:
+                # Webhook mode never polls; setting the webhook replaces polling at Telegram.
+                path_secret, header_secret = webhook_secrets(
+                    self.settings.telegram.bot_token.get_secret_value()
+                )
+                await start_webhook(
+                    self._telegram.bot,
+                    webhook_url(self.settings.server.public_url, path_secret),
+                    header_secret,
+                )
             await self._telegram.start()
             self._polling = True
-            assert self._poller is not None
-            self._poller.start()
+            assert self._feed is not None
+            self._feed.start()
+            if self._poller is not None:
+                self._poller.start()
         self._relay.enable()
         return described
 
@@ -506,6 +541,9 @@ class Bridge:
     async def _stop_telegram(self) -> None:
         if self._poller is not None:
             await self._poller.stop()
+        if self._feed is not None:
+            # An update being handled is cut short and handled again after the restart.
+            await self._feed.stop()
         if self._telegram is not None and self._polling:
             with contextlib.suppress(TelegramError, RuntimeError, TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
@@ -536,76 +574,6 @@ class Bridge:
             self._lock = None
         self._unredact()
         self._unredact = _nothing
-
-
-class _UpdatePoller(Worker):
-    """Long-polls getUpdates into the application's update queue.
-
-    PTB's Updater ends with one more getUpdates to confirm what it fetched, started before
-    the cancelled long poll has let go of its connection; against a slow or hanging Telegram
-    every shutdown then waited for a read timeout and logged an error. This one awaits the
-    cancelled poll, and gives the confirming call a short limit of its own.
-    """
-
-    name = "telegram-updates"
-
-    def __init__(
-        self,
-        application: Application,  # type: ignore[type-arg]
-        *,
-        on_error: Callable[[TelegramError], None],
-    ) -> None:
-        super().__init__()
-        self._application = application
-        self._on_error = on_error
-        self._offset = 0
-        self._confirmed = 0
-
-    async def _run(self) -> None:
-        bot = self._application.bot
-        webhook_cleared = False
-        delay = 0.0
-        while True:
-            if delay:
-                await asyncio.sleep(delay)
-            try:
-                if not webhook_cleared:
-                    # Polling and a webhook exclude each other at Telegram.
-                    await bot.delete_webhook()
-                    webhook_cleared = True
-                updates = await bot.get_updates(
-                    offset=self._offset,
-                    timeout=POLL_SECONDS,
-                    allowed_updates=ALLOWED_UPDATES,
-                )
-            except RetryAfter as exc:
-                delay = min(retry_after_seconds(exc) + 0.5, RECHECK_MAX_SECONDS)
-                continue
-            except TelegramError as exc:
-                self._on_error(exc)
-                delay = min(max(delay * 2, 1.0), 30.0)
-                continue
-            delay = 0.0
-            # The call that fetched these confirmed everything below its offset.
-            self._confirmed = self._offset
-            for update in updates:
-                await self._application.update_queue.put(update)
-            if updates:
-                self._offset = updates[-1].update_id + 1
-
-    async def stop(self) -> None:
-        """Cancel the long poll, then confirm the fetched updates to Telegram, briefly."""
-        await super().stop()
-        if self._offset == self._confirmed:
-            return
-        try:
-            async with asyncio.timeout(CONFIRM_UPDATES_SECONDS):
-                await self._application.bot.get_updates(offset=self._offset, timeout=0)
-            self._confirmed = self._offset
-        except (TimeoutError, TelegramError) as exc:
-            # Replies are keyed by their Telegram message id: an update fetched again after
-            # a restart is recognised, not sent twice.
-            log.warning("could not confirm the last Telegram updates: %s", describe(exc))
 
 
 async def run(settings: Settings) -> int:

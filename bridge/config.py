@@ -113,6 +113,9 @@ class TelegramSettings(_Section):
     note_prefix: str = "//"
     # What the bot says in the group: English or Bahasa Indonesia (logs stay English).
     language: Literal["en", "id"] = "en"
+    # How operators' updates arrive: polling (getUpdates, works behind NAT) or webhook
+    # (Telegram POSTs to <server.public_url>/telegram/<secret>). Both store before confirming.
+    updates: Literal["polling", "webhook"] = "polling"
 
     @field_validator("bot_token")
     @classmethod

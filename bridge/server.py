@@ -32,6 +32,7 @@ from bridge.media import MediaLibrary
 from bridge.metrics import Metrics
 from bridge.nusasms import InboxCallback, StatusCallback
 from bridge.store import StoreError
+from bridge.updates import SECRET_HEADER, WEBHOOK_PATH, WebhookInbox
 from bridge.workers import ErrorLog
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ MEDIA_KEY = web.AppKey("media", MediaLibrary)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 LIMITS_KEY = web.AppKey("limits", ServerLimits)
 BUSY_KEY = web.AppKey("busy_connections", set)
+WEBHOOK_KEY = web.AppKey("telegram_webhook", WebhookInbox)
 
 
 def build_app(
@@ -83,6 +85,7 @@ def build_app(
     media: MediaLibrary | None = None,
     metrics: Metrics | None = None,
     limits: ServerLimits = DEFAULT_LIMITS,
+    telegram_webhook: WebhookInbox | None = None,
 ) -> web.Application:
     """The aiohttp application with every route the bridge serves."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_track_busy])
@@ -99,7 +102,18 @@ def build_app(
     if media is not None:
         app[MEDIA_KEY] = media
         app.router.add_get("/media/{token}", _media)
+    if telegram_webhook is not None:
+        app[WEBHOOK_KEY] = telegram_webhook
+        app.router.add_post(WEBHOOK_PATH + "{secret}", _telegram_update)
     return app
+
+
+async def _telegram_update(request: web.Request) -> web.Response:
+    """Telegram's webhook: 200 only once the update is committed (see WebhookInbox)."""
+    status = await request.app[WEBHOOK_KEY].receive(
+        request.match_info["secret"], request.headers.get(SECRET_HEADER), await request.read()
+    )
+    return web.Response(status=status)
 
 
 def make_runner(

@@ -259,6 +259,17 @@ MIGRATIONS: tuple[str, ...] = (
         );
     END;
     """,
+    # Operators' Telegram updates, stored before Telegram is told they arrived (the next
+    # getUpdates offset, or the webhook's 200) and handled from here, so kill -9 loses none.
+    """
+    CREATE TABLE telegram_updates (
+        update_id INTEGER PRIMARY KEY,
+        raw TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX telegram_updates_pending ON telegram_updates (update_id) WHERE done_at IS NULL;
+    """,
 )
 
 # A batch bigger than this waits for the next commit; it bounds one transaction's latency.
@@ -1501,6 +1512,41 @@ class Store:
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return list(await self._reader.execute_fetchall(sql, params))
+
+    # --- operators' Telegram updates ---------------------------------------------------------
+
+    async def add_updates(self, updates: Sequence[tuple[int, str]], now: float) -> None:
+        """Durably record raw updates (update_id, JSON) in one commit; a known id is dropped."""
+        if not updates:
+            return
+        async with self._transaction() as db:
+            await db.executemany(
+                """
+                INSERT INTO telegram_updates (update_id, raw, received_at) VALUES (?, ?, ?)
+                ON CONFLICT (update_id) DO NOTHING
+                """,
+                [(update_id, raw, now) for update_id, raw in updates],
+            )
+
+    async def pending_updates(self, limit: int = 100) -> list[tuple[int, str]]:
+        """Stored updates not handled yet, in update_id order."""
+        rows = await self._fetch(
+            "SELECT update_id, raw FROM telegram_updates WHERE done_at IS NULL "
+            "ORDER BY update_id LIMIT ?",
+            (limit,),
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def update_done(self, update_id: int, now: float) -> None:
+        """An update's handlers have run."""
+        await self._write(
+            "UPDATE telegram_updates SET done_at = ? WHERE update_id = ?", (now, update_id)
+        )
+
+    async def last_update_id(self) -> int | None:
+        """The highest update_id ever stored, or None."""
+        rows = await self._fetch("SELECT max(update_id) FROM telegram_updates")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def ping(self) -> None:
         """Raise if the database cannot be read."""

@@ -33,6 +33,14 @@ What the fake models, and the rules it enforces:
   with ``409 Conflict``. ``allowed_updates`` is remembered across calls; until set, the
   ``chat_member``, ``message_reaction`` and ``message_reaction_count`` updates are not
   delivered (they are dropped, as Telegram never creates them).
+* Webhook (``setWebhook``): updates are POSTed one at a time, in order, to the URL with the
+  ``X-Telegram-Bot-Api-Secret-Token`` header; one is forgotten only after a 2xx answer, any
+  other answer (or no connection) is retried after ``webhook_retry_seconds`` and recorded as
+  ``last_error_message`` in getWebhookInfo. While a webhook is set getUpdates answers
+  ``409 Conflict``; ``deleteWebhook`` stops the deliveries and keeps pending updates unless
+  ``drop_pending_updates``.
+* ``on_confirm(update_ids)`` is called (synchronously) when getUpdates' offset forgets updates,
+  before anything is answered: tests kill the bridge right there.
 * Closed topics, as on real Telegram: a bot that is an administrator with
   ``can_manage_topics`` posts into them without any error (the topic stays closed); any
   other bot gets ``400 Bad Request: TOPIC_CLOSED``.
@@ -489,6 +497,16 @@ class FakeTelegram(LoopbackServer):
         # scope type + language code -> commands, as set through setMyCommands
         self.commands: dict[tuple[str, str], list[JSON]] = {}
         self.webhook_deleted = False
+        self.last_update_id = 0
+        self.webhook_url = ""
+        self.webhook_secret: str | None = None
+        self.webhook_retry_seconds = 0.2
+        self.webhook_last_error = ""
+        self.webhook_last_error_date = 0
+        self.on_confirm: Callable[[list[int]], None] | None = None
+        # Called with each update just before the webhook POST of it goes out.
+        self.on_webhook_post: Callable[[JSON], None] | None = None
+        self._webhook_task: asyncio.Task[None] | None = None
 
         self._http: aiohttp.ClientSession | None = None
 
@@ -520,6 +538,7 @@ class FakeTelegram(LoopbackServer):
             "getupdates": self._get_updates,
             "deletewebhook": self._delete_webhook,
             "getwebhookinfo": self._get_webhook_info,
+            "setwebhook": self._set_webhook,
             "setmycommands": self._set_my_commands,
             "getmycommands": self._get_my_commands,
             "deletemycommands": self._delete_my_commands,
@@ -552,6 +571,7 @@ class FakeTelegram(LoopbackServer):
 
     async def stop(self) -> None:
         """Stop listening and release every resource; safe to call twice or after go_down."""
+        await self._stop_webhook()
         await super().stop()
         if self._http is not None:
             await self._http.close()
@@ -666,11 +686,16 @@ class FakeTelegram(LoopbackServer):
         """
         return self._store_file(content, file_path=file_path, folder="photos", ext="jpg")
 
+    def pending_updates(self) -> int:
+        """How many updates Telegram still holds for the bot (not confirmed yet)."""
+        return len(self._deliverable())
+
     def push_update(self, update: JSON) -> int:
         """Queue a raw update for getUpdates; assigns ``update_id`` if missing and returns it."""
         update = dict(update)
         update.setdefault("update_id", next(self._update_ids))
         self._updates.append(update)
+        self.last_update_id = int(update["update_id"])
         self._wake_pollers()
         return int(update["update_id"])
 
@@ -1060,7 +1085,16 @@ class FakeTelegram(LoopbackServer):
         allowed = params.get("allowed_updates")
         if isinstance(allowed, list):
             self._allowed_updates = frozenset(allowed) or None
+        if self.webhook_url:
+            raise _ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
         if isinstance(offset, int) and offset > 0:
+            confirmed = [u["update_id"] for u in self._updates if u["update_id"] < offset]
+            if confirmed and self.on_confirm is not None:
+                self.on_confirm(confirmed)
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
         elif isinstance(offset, int) and offset < 0:
             self._updates = self._updates[offset:]
@@ -1087,16 +1121,85 @@ class FakeTelegram(LoopbackServer):
 
     async def _delete_webhook(self, params: JSON) -> bool:
         self.webhook_deleted = True
+        self.webhook_url = ""
+        self.webhook_secret = None
+        await self._stop_webhook()
         if params.get("drop_pending_updates"):
             self._updates.clear()
         return True
 
     async def _get_webhook_info(self, params: JSON) -> JSON:
-        return {
-            "url": "",
+        info: JSON = {
+            "url": self.webhook_url,
             "has_custom_certificate": False,
-            "pending_update_count": len(self._updates),
+            "pending_update_count": len(self._deliverable()),
         }
+        if self.webhook_last_error:
+            info["last_error_message"] = self.webhook_last_error
+            info["last_error_date"] = self.webhook_last_error_date
+        if self._allowed_updates:
+            info["allowed_updates"] = sorted(self._allowed_updates)
+        return info
+
+    async def _set_webhook(self, params: JSON) -> bool:
+        url = params.get("url")
+        if not isinstance(url, str) or not url:
+            raise _bad("Bad Request: bad webhook: an HTTPS URL must be provided for webhook")
+        allowed = params.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = frozenset(allowed) or None
+        if params.get("drop_pending_updates"):
+            self._updates.clear()
+        await self._stop_webhook()
+        self.webhook_url = url
+        secret = params.get("secret_token")
+        self.webhook_secret = str(secret) if secret is not None else None
+        self.webhook_deleted = False
+        self._poll_generation += 1
+        self._wake_pollers()  # a long poll in progress ends with 409
+        self._webhook_task = asyncio.create_task(self._deliver_webhook(), name="fake-webhook")
+        return True
+
+    async def _stop_webhook(self) -> None:
+        task, self._webhook_task = self._webhook_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _deliver_webhook(self) -> None:
+        """POST pending updates one at a time, in order; forget each only after a 2xx."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        while True:
+            ready = self._deliverable()
+            if not ready:
+                changed = self._updates_changed
+                await changed.wait()
+                continue
+            update = ready[0]
+            headers = {"Content-Type": "application/json"}
+            if self.webhook_secret is not None:
+                headers["X-Telegram-Bot-Api-Secret-Token"] = self.webhook_secret
+            if self.on_webhook_post is not None:
+                self.on_webhook_post(update)
+            try:
+                async with self._http.post(
+                    self.webhook_url,
+                    data=json.dumps(update),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as response:
+                    ok = 200 <= response.status < 300
+                    error = f"Wrong response from the webhook: {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                ok, error = False, f"Connection failed: {type(exc).__name__}"
+            if ok:
+                self._updates = [u for u in self._updates if u is not update]
+                continue
+            self.webhook_last_error = error
+            self.webhook_last_error_date = int(time.time())
+            await asyncio.sleep(self.webhook_retry_seconds)
 
     @staticmethod
     def _commands_key(params: JSON) -> tuple[str, str]:
