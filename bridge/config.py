@@ -268,8 +268,8 @@ class LoggingSettings(_Section):
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = Field(default=False, alias="json")
-    # One line per HTTP request (at INFO); at thousands of callbacks a second it costs a
-    # quarter of the intake throughput (see bench/RESULTS.md).
+    # One compact line per HTTP request (at INFO), written by a thread of its own, so it
+    # costs the intake little (see bench/RESULTS.md) and a slow sink never holds up a 200.
     access_log: bool = True
 
 
