@@ -156,7 +156,7 @@ class ServerSettings(_Section):
     def _admin_address(cls, value: str, info: ValidationInfo) -> str:
         if value == ADMIN_PUBLIC:
             return value
-        host, port = parse_address(value)
+        _host, port = parse_address(value)
         if port != 0 and port == info.data.get("port"):
             raise ValueError(
                 f"port {port} is server.port: give the admin endpoints another port, "

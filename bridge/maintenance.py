@@ -126,7 +126,7 @@ def probe_health(
     if ":" in address:
         address = f"[{address}]"
     url = f"http://{address}:{port}/healthz"
-    request = urllib.request.Request(url)  # noqa: S310 - http to our own listener
+    request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:

@@ -34,7 +34,9 @@ def with_server(config_data: dict[str, Any], **server: Any) -> dict[str, Any]:
     return {**config_data, "server": {**config_data["server"], **server}}
 
 
-def settings_of(tmp_path: Path, data: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
+def settings_of(
+    tmp_path: Path, data: dict[str, Any], environ: dict[str, str] | None = None
+) -> Settings:
     return load_settings(write_config(tmp_path, data, "admin.yaml"), environ=environ or {})
 
 
@@ -92,7 +94,9 @@ async def test_an_admin_listener_with_a_token_wants_it_too(
     tmp_path: Path,
     http: aiohttp.ClientSession,
 ) -> None:
-    bridge = await make_bridge(settings_of(tmp_path, with_server(config_data, admin_token=ADMIN_TOKEN)))
+    bridge = await make_bridge(
+        settings_of(tmp_path, with_server(config_data, admin_token=ADMIN_TOKEN))
+    )
     admin = f"http://127.0.0.1:{bridge.admin_port}"
     assert await get(http, f"{admin}/healthz") == 401
     assert await get(http, f"{admin}/metrics", ADMIN_TOKEN) == 200

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import BridgeProcess, Callbacks, inbox_body
+from tests.conftest import BridgeProcess, inbox_body
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram
 
