@@ -42,10 +42,13 @@ USER 10001:10001
 # The database (and served media) live here; mount a volume to keep them.
 VOLUME ["/data"]
 EXPOSE 8080
-# Secrets come from the environment: NUSASMS_API_KEY, TELEGRAM_BOT_TOKEN, BRIDGE_CALLBACK_SECRET.
-# The check reads the same config as the bridge and asks /healthz on its server.port, so a
-# port changed in config.yaml needs no change here (nor curl in the image). Mounting the
-# config elsewhere? Override the HEALTHCHECK's --config along with the CMD's.
+# Secrets come from the environment: NUSASMS_API_KEY, TELEGRAM_BOT_TOKEN, BRIDGE_CALLBACK_SECRET
+# (and BRIDGE_ADMIN_TOKEN if set). 9090 (server.admin, /healthz and /metrics) is not exposed:
+# it listens on the container's loopback, where this check runs.
+# The check reads the same config as the bridge and asks /healthz where server.admin says
+# (the admin listener, or server.port with server.admin_token), so a port changed in
+# config.yaml needs no change here (nor curl in the image). Mounting the config elsewhere?
+# Override the HEALTHCHECK's --config along with the CMD's.
 # The command itself takes about 0.7 s to start (config validation); /healthz gets 5 s.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
     CMD ["bridge", "health", "--config", "/etc/bridge/config.yaml", "--timeout", "5"]

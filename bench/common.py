@@ -64,6 +64,7 @@ class BridgeProcess:
     workdir: Path
     overrides: dict[str, Any] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,6 +74,11 @@ class BridgeProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin listener: /healthz and /metrics."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def config(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -88,6 +94,7 @@ class BridgeProcess:
                 "port": self.port,
                 "public_url": f"http://127.0.0.1:{self.port}",
                 "callback_secret": SECRET,
+                "admin": f"127.0.0.1:{self.admin_port}",
             },
             "storage": {"path": str(self.db)},
             "alerts": {"balance_interval_seconds": 3600},
@@ -112,7 +119,7 @@ class BridgeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError((self.workdir / "bridge.log").read_text())
             with suppress(aiohttp.ClientError):
-                async with session.get(f"{self.url}/healthz") as response:
+                async with session.get(f"{self.admin_url}/healthz") as response:
                     if response.status == 200:
                         return time.perf_counter() - started
             await asyncio.sleep(0.01)

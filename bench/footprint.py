@@ -61,9 +61,9 @@ async def one_run(db_template: Path | None) -> tuple[float, float, float]:
         assert bridge.process is not None
         idle = rss_mb(bridge.process.pid)
         for _ in range(20):  # a little traffic, then memory again
-            async with session.get(f"{bridge.url}/healthz") as response:
+            async with session.get(f"{bridge.admin_url}/healthz") as response:
                 await response.read()
-            async with session.get(f"{bridge.url}/metrics") as response:
+            async with session.get(f"{bridge.admin_url}/metrics") as response:
                 await response.read()
         busy = rss_mb(bridge.process.pid)
         bridge.stop()

@@ -31,7 +31,7 @@ from bridge.customers import AliasNotes
 from bridge.feedback import RETRY_PREFIX, Feedback
 from bridge.health import Health, Service, ServiceState, describe
 from bridge.intake import Intake
-from bridge.logs import redact_loggers
+from bridge.logs import BackgroundLog, redact_loggers
 from bridge.media import MediaLibrary
 from bridge.metrics import Metrics
 from bridge.nusasms import Credit, NusaSMSClient, NusaSMSError
@@ -43,7 +43,7 @@ from bridge.reminders import WindowReminders
 from bridge.reopen import ReopenEntry, ReopenTemplates
 from bridge.replies import REOPEN_PREFIX, Replies, fetch_file
 from bridge.retention import Retention
-from bridge.server import build_app, make_runner, run_site
+from bridge.server import build_admin_app, build_app, make_runner, run_site
 from bridge.store import InstanceLock, Store, StoreError
 from bridge.templates import Catalog
 from bridge.topics import Topics
@@ -83,6 +83,8 @@ class Bridge:
         self._store: Store | None = None
         self._lock: InstanceLock | None = None
         self._runner: web.AppRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self._access_log: BackgroundLog | None = None
         self._nusasms: NusaSMSClient | None = None
         self._telegram: Application | None = None  # type: ignore[type-arg]
         self._telegram_ready = False
@@ -101,6 +103,8 @@ class Bridge:
         self._checks: list[asyncio.Task[None]] = []
         self.health: Health | None = None
         self.port: int | None = None
+        # The admin listener's port; None when /healthz and /metrics are on `port`.
+        self.admin_port: int | None = None
 
     @property
     def store(self) -> Store:
@@ -326,6 +330,11 @@ class Bridge:
         self, intake: Intake, health: Health, media: MediaLibrary | None, metrics: Metrics
     ) -> None:
         s = self.settings
+        token = s.server.admin_token.get_secret_value() or None
+        admin = s.server.admin_listen
+        if s.logging.access_log:
+            self._access_log = BackgroundLog(logging.getLogger("aiohttp.access"))
+            self._access_log.start()
         self._runner = make_runner(
             build_app(
                 intake=intake,
@@ -334,32 +343,27 @@ class Bridge:
                 media=media,
                 metrics=metrics,
                 telegram_webhook=self._webhook,
+                admin_token=token if admin is None else None,
             ),
             shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
-            access_log=logging.getLogger("aiohttp.access") if s.logging.access_log else None,
+            access_log=self._access_log,
         )
         await self._runner.setup()
-        try:
-            await run_site(self._runner, s.server.host, s.server.port)
-        except OSError as exc:
-            where = f"{s.server.host}:{s.server.port}"
-            if exc.errno == errno.EADDRINUSE:
-                raise StartupError(
-                    f"cannot listen on {where}: the port is in use by another program: stop it "
-                    "or change server.port"
-                ) from exc
-            raise StartupError(
-                f"cannot listen on {where} ({exc.strerror}): check server.host and server.port"
-            ) from exc
-        self.port = self._bound_port()
+        await _serve(self._runner, s.server.host, s.server.port, "server.host and server.port")
+        self.port = _bound_port(self._runner)
         log.info("bridge listening on %s:%s", s.server.host, self.port)
-
-    def _bound_port(self) -> int | None:
-        assert self._runner is not None
-        for address in self._runner.addresses:
-            if isinstance(address, tuple):
-                return int(address[1])
-        return None
+        if admin is None:
+            log.info("/healthz and /metrics on the same port, with the admin token")
+            return
+        self._admin_runner = make_runner(
+            build_admin_app(health=health, metrics=metrics, admin_token=token),
+            shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+            access_log=self._access_log,
+        )
+        await self._admin_runner.setup()
+        await _serve(self._admin_runner, admin[0], admin[1], "server.admin")
+        self.admin_port = _bound_port(self._admin_runner)
+        log.info("/healthz and /metrics on %s:%s", admin[0], self.admin_port)
 
     async def _first_check(
         self, name: str, state: ServiceState, check: Callable[[], Awaitable[str]]
@@ -537,6 +541,13 @@ class Bridge:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+            self._admin_runner = None
+        if self._access_log is not None:
+            # Written by its thread; a blocked sink is not waited for longer than this.
+            await asyncio.to_thread(self._access_log.stop)
+            self._access_log = None
 
     async def _stop_telegram(self) -> None:
         if self._poller is not None:
@@ -557,6 +568,9 @@ class Bridge:
 
     async def _close(self) -> None:
         self._relay = self._outbox = self._feedback = None
+        if self._access_log is not None:  # a stop cut short before the HTTP side ended
+            self._access_log.stop(timeout=0.5)
+            self._access_log = None
         if self._telegram is not None:
             if self._telegram_ready:
                 with contextlib.suppress(TelegramError, RuntimeError, TimeoutError):
@@ -637,6 +651,27 @@ def _prepare_media_folder(folder: Path) -> None:
             f"cannot create the media folder {folder} ({exc.strerror}): set storage.media_dir "
             "to a folder this user may write to"
         ) from None
+
+
+async def _serve(runner: web.AppRunner, host: str, port: int, keys: str) -> None:
+    """Listen on host:port, or a StartupError of one line naming the keys to change."""
+    try:
+        await run_site(runner, host, port)
+    except OSError as exc:
+        where = f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"cannot listen on {where}: the port is in use by another program: stop it "
+                f"or change {keys.rpartition(' and ')[2]}"
+            ) from exc
+        raise StartupError(f"cannot listen on {where} ({exc.strerror}): check {keys}") from exc
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    return None
 
 
 def _observer(health: Health, service: Service) -> Callable[[BaseException | None], None]:

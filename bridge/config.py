@@ -19,14 +19,16 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
-# The three secrets may come from the environment (containers, systemd credentials).
+# The secrets may come from the environment (containers, systemd credentials).
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "NUSASMS_API_KEY": ("nusasms", "api_key"),
     "TELEGRAM_BOT_TOKEN": ("telegram", "bot_token"),
     "BRIDGE_CALLBACK_SECRET": ("server", "callback_secret"),
+    "BRIDGE_ADMIN_TOKEN": ("server", "admin_token"),
 }
 
 # Values copied from config.example.yaml that a real deployment must change.
@@ -147,6 +149,45 @@ class ServerSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str = "http://localhost:8080"
     callback_secret: SecretStr = SecretStr("")
+    # Where /healthz and /metrics are served: "host:port" (a listener of their own, never
+    # to be published), or "public": on `port` beside the callbacks, only with admin_token.
+    admin: str = "127.0.0.1:9090"
+    # A bearer token for /healthz and /metrics; required with admin: public, optional (but
+    # then required of every client) on an admin listener of their own.
+    admin_token: SecretStr = Field(default=SecretStr(""), validate_default=True)
+
+    @field_validator("admin")
+    @classmethod
+    def _admin_address(cls, value: str, info: ValidationInfo) -> str:
+        if value == ADMIN_PUBLIC:
+            return value
+        _host, port = parse_address(value)
+        if port != 0 and port == info.data.get("port"):
+            raise ValueError(
+                f"port {port} is server.port: give the admin endpoints another port, "
+                f"or write {ADMIN_PUBLIC!r} to serve them there behind admin_token"
+            )
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        token = value.get_secret_value()
+        if not token and info.data.get("admin") == ADMIN_PUBLIC:
+            raise ValueError(
+                f"must be set when server.admin is {ADMIN_PUBLIC!r} (in the file or with "
+                "the BRIDGE_ADMIN_TOKEN environment variable)"
+            )
+        if token and len(token) < 16:
+            raise ValueError("must be at least 16 characters")
+        if any(c.isspace() or not c.isprintable() for c in token):
+            raise ValueError("may not hold spaces or control characters (it is an HTTP header)")
+        return value
+
+    @property
+    def admin_listen(self) -> tuple[str, int] | None:
+        """(host, port) of the admin listener, or None when the public port serves them."""
+        return None if self.admin == ADMIN_PUBLIC else parse_address(self.admin)
 
     @field_validator("callback_secret")
     @classmethod
@@ -166,6 +207,24 @@ class ServerSettings(_Section):
             # NusaSMS fetches operators' files from here: a placeholder loses every file.
             raise ValueError("is still the example value; put this server's public address here")
         return _http_url(value)
+
+
+ADMIN_PUBLIC = "public"
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """("host", port) from "host:port" or "[v6]:port"; ValueError naming what is wrong."""
+    host, sep, port_text = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 address needs brackets: [::1]:9090")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"must be host:port (e.g. 127.0.0.1:9090) or {ADMIN_PUBLIC!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError("the port must be at most 65535")
+    return host, port
 
 
 class StorageSettings(_Section):
@@ -228,8 +287,8 @@ class LoggingSettings(_Section):
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = Field(default=False, alias="json")
-    # One line per HTTP request (at INFO); at thousands of callbacks a second it costs a
-    # quarter of the intake throughput (see bench/RESULTS.md).
+    # One compact line per HTTP request (at INFO), written by a thread of its own, so it
+    # costs the intake little (see bench/RESULTS.md) and a slow sink never holds up a 200.
     access_log: bool = True
 
 
@@ -252,6 +311,7 @@ class Settings(_Section):
                 self.nusasms.api_key.get_secret_value(),
                 self.telegram.bot_token.get_secret_value(),
                 self.server.callback_secret.get_secret_value(),
+                self.server.admin_token.get_secret_value(),
             )
             if s
         ]

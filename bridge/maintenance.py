@@ -2,8 +2,9 @@
 
 Neither touches the running process: `backup` copies the database through SQLite's online
 backup API on a read-only connection (WAL lets the bridge keep committing meanwhile), and
-`health` asks the bridge's own `/healthz` on the port the configuration names, so a
-container's HEALTHCHECK follows `server.port` instead of a number baked into the image.
+`health` asks the bridge's own `/healthz` where the configuration serves it (the admin
+listener `server.admin`, or `server.port` with the admin token), so a container's
+HEALTHCHECK follows the configuration instead of a number baked into the image.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.config import ConfigError, load_settings
+from bridge.config import ConfigError, Settings, load_settings
 
 COMMANDS = ("backup", "health")
 HEALTH_TIMEOUT_SECONDS = 3.0
@@ -90,18 +91,50 @@ def backup(database: Path, destination: Path, *, folder: bool = False) -> Backup
     return BackupResult(destination, destination.stat().st_size, int(version))
 
 
-def probe_health(host: str, port: int, *, timeout: float = HEALTH_TIMEOUT_SECONDS) -> str | None:
+@dataclass(frozen=True, slots=True)
+class HealthTarget:
+    """Where the configuration serves `/healthz`, and the key that says so."""
+
+    host: str
+    port: int
+    key: str
+    token: str | None = None
+
+
+def health_target(settings: Settings) -> HealthTarget:
+    """The admin listener, or the public port (with the token) under `server.admin: public`."""
+    server = settings.server
+    token = server.admin_token.get_secret_value() or None
+    admin = server.admin_listen
+    if admin is None:
+        return HealthTarget(server.host, server.port, "server.port", token)
+    return HealthTarget(admin[0], admin[1], "server.admin", token)
+
+
+def probe_health(
+    host: str,
+    port: int,
+    *,
+    timeout: float = HEALTH_TIMEOUT_SECONDS,
+    token: str | None = None,
+    key: str = "server.admin",
+) -> str | None:
     """None if the bridge at `host:port` answers `/healthz` with 200, else what is wrong."""
     if port == 0:
-        return "server.port is 0 (a random port): set a fixed port to probe it"
+        return f"the port in {key} is 0 (a random port): set a fixed port to probe it"
     address = _LOOPBACK.get(host, host)
     if ":" in address:
         address = f"[{address}]"
     url = f"http://{address}:{port}/healthz"
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return None if response.status == 200 else f"{url} answered {response.status}"
     except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            return f"{url} answered 401: server.admin_token differs from the running bridge's"
         return f"{url} answered {exc.code}{_problems(exc)}"
     except (urllib.error.URLError, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
@@ -130,7 +163,7 @@ def add_parsers(commands: Any) -> None:
         "destination", help="file to write, or a folder (ending in /) for a time-stamped file"
     )
     health_parser = commands.add_parser(
-        "health", help="exit 0 if the bridge's /healthz on server.port answers 200, else 1"
+        "health", help="exit 0 if the bridge's /healthz (on server.admin) answers 200, else 1"
     )
     health_parser.add_argument("--config", type=Path, default=default, help="YAML config file")
     health_parser.add_argument(
@@ -146,7 +179,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"config error: {exc}".replace("\n", "\nconfig error: "), file=sys.stderr)
         return 1
     if args.command == "health":
-        problem = probe_health(settings.server.host, settings.server.port, timeout=args.timeout)
+        target = health_target(settings)
+        problem = probe_health(
+            target.host, target.port, timeout=args.timeout, token=target.token, key=target.key
+        )
         if problem is not None:
             print(f"unhealthy: {problem}", file=sys.stderr)
             return 1

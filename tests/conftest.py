@@ -91,6 +91,8 @@ def config_data(tmp_path: Path, telegram: FakeTelegram, nusasms: FakeNusaSMS) ->
             "port": 0,
             "public_url": "http://127.0.0.1:8080",
             "callback_secret": CALLBACK_SECRET,
+            # A random port: the default 9090 would be shared by every test at once.
+            "admin": "127.0.0.1:0",
         },
         "storage": {"path": str(tmp_path / "bridge.sqlite3")},
     }
@@ -161,6 +163,14 @@ class Callbacks:
     session: aiohttp.ClientSession
     secret: str = CALLBACK_SECRET
     acknowledged: list[str] = field(default_factory=list)
+    # Where /healthz is served (the admin listener); the public base if empty.
+    admin: str = ""
+
+    @classmethod
+    def of(cls, bridge: Bridge, session: aiohttp.ClientSession) -> Callbacks:
+        """Callbacks to a bridge running in this process, /healthz on its admin port."""
+        admin = f"http://127.0.0.1:{bridge.admin_port}" if bridge.admin_port else ""
+        return cls(f"http://127.0.0.1:{bridge.port}", session, admin=admin)
 
     async def inbox(self, body: Any, *, secret: str | None = None) -> aiohttp.ClientResponse:
         """POST an inbox callback (a dict is sent as JSON, bytes as they are)."""
@@ -183,7 +193,7 @@ class Callbacks:
 
     async def healthz(self) -> tuple[int, dict[str, Any]]:
         """GET /healthz."""
-        async with self.session.get(f"{self.base}/healthz") as response:
+        async with self.session.get(f"{self.admin or self.base}/healthz") as response:
             return response.status, await response.json()
 
 
@@ -197,7 +207,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def callbacks(bridge: Bridge, http: aiohttp.ClientSession) -> Callbacks:
     """A NusaSMS stand-in that calls the running bridge back."""
-    return Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    return Callbacks.of(bridge, http)
 
 
 def free_port() -> int:
@@ -215,6 +225,7 @@ class BridgeProcess:
     port: int
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    admin_port: int = 0
 
     def start(self) -> None:
         """Start the process (its output goes to the log file)."""
@@ -235,11 +246,22 @@ class BridgeProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"bridge exited early:\n{self.log.read_text()}")
             with suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{self.port}/healthz") as response:
+                async with session.get(self.healthz_url) as response:
                     if response.status == 200:
                         return
             await asyncio.sleep(0.05)
         raise AssertionError(f"bridge not ready in {within}s:\n{self.log.read_text()}")
+
+    @property
+    def healthz_url(self) -> str:
+        """/healthz on the admin listener."""
+        return f"http://127.0.0.1:{self.admin_port}/healthz"
+
+    def callbacks(self, session: aiohttp.ClientSession) -> Callbacks:
+        """Callbacks to this process, /healthz on its admin port."""
+        return Callbacks(
+            f"http://127.0.0.1:{self.port}", session, admin=f"http://127.0.0.1:{self.admin_port}"
+        )
 
     def kill(self) -> None:
         """kill -9."""
@@ -260,12 +282,16 @@ def bridge_process(
 ) -> Iterator[Callable[[], BridgeProcess]]:
     """Make bridge processes on a fixed free port; all are killed at the end."""
     made: list[BridgeProcess] = []
-    port = free_port()
+    port, admin_port = free_port(), free_port()
 
     def make() -> BridgeProcess:
-        data = {**config_data, "server": {**config_data["server"], "port": port}}
+        server = {**config_data["server"], "port": port, "admin": f"127.0.0.1:{admin_port}"}
+        data = {**config_data, "server": server}
         proc = BridgeProcess(
-            write_config(tmp_path, data, "process.yaml"), port, tmp_path / "bridge.log"
+            write_config(tmp_path, data, "process.yaml"),
+            port,
+            tmp_path / "bridge.log",
+            admin_port=admin_port,
         )
         made.append(proc)
         return proc

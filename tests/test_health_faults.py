@@ -160,7 +160,7 @@ async def test_a_group_that_refuses_the_bot_makes_telegram_rejected(
 ) -> None:
     config_data["alerts"] = {"thresholds": {"wa_balance": 100}}
     bridge = await make_bridge(load_settings(write_config(tmp_path, config_data), environ={}))
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     await nusasms.wait_for(lambda: len(nusasms.calls_to("/balance")) >= 1)  # the start-up read
     telegram.fail_next("*", 403, "Forbidden: bot was kicked from the supergroup chat", times=1000)
     nusasms.balance["wa_balance"] = 1  # an alert is due, and the group refuses it
@@ -209,7 +209,7 @@ async def test_healthz_shows_no_secret_in_any_error_text(
     leaky = f"GET {telegram.base_url}{token}/getMe failed; see /callbacks/{CALLBACK_SECRET}/wa"
     assert bridge.health is not None
     bridge.health.saw_error("telegram", NetworkError(leaky))
-    async with http.get(f"http://127.0.0.1:{bridge.port}/healthz") as response:
+    async with http.get(f"http://127.0.0.1:{bridge.admin_port}/healthz") as response:
         text = await response.text()
     assert "getMe failed" in text
     for secret in settings.secrets():
@@ -268,7 +268,7 @@ async def test_running_bridge_that_never_reached_telegram_is_unhealthy_after_the
     telegram.fail_next("getMe", 502, "Bad Gateway", times=100_000)
     clock = Clock()
     bridge = await make_bridge(settings, clock=clock)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     status, body = await callbacks.healthz()
     assert status == 200
     assert body["telegram"]["state"] == "unreachable"

@@ -98,7 +98,7 @@ async def test_waiting_messages_of_a_room_are_posted_as_one_message_in_order(
 ) -> None:
     await telegram.go_down()
     bridge = await make_bridge(settings)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     for i in range(5):
         assert (await callbacks.inbox(inbox_body(f"ref-{i}", f"pesan {i}"))).status == 200
     await telegram.come_up()
@@ -369,7 +369,7 @@ async def test_messages_acknowledged_while_telegram_down_show_on_healthz(
 ) -> None:
     await telegram.go_down()
     bridge = await make_bridge(settings)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     assert (await callbacks.inbox(inbox_body("ref-1", "menunggu"))).status == 200
     status, body = await callbacks.healthz()
     assert status == 200
@@ -391,12 +391,12 @@ async def test_restart_keeps_the_room_topic(
     make_bridge: Any, settings: Settings, telegram: FakeTelegram, http: aiohttp.ClientSession
 ) -> None:
     first = await make_bridge(settings)
-    await Callbacks(f"http://127.0.0.1:{first.port}", http).inbox(inbox_body("ref-1", "satu"))
+    await Callbacks.of(first, http).inbox(inbox_body("ref-1", "satu"))
     await telegram.wait_for(lambda: len(telegram.messages) >= 2)
     await first.stop()
 
     second = await make_bridge(settings)
-    await Callbacks(f"http://127.0.0.1:{second.port}", http).inbox(inbox_body("ref-2", "dua"))
+    await Callbacks.of(second, http).inbox(inbox_body("ref-2", "dua"))
     await telegram.wait_for(lambda: len(telegram.messages) >= 3)
     assert len(telegram.topics) == 1
     [topic_id] = telegram.topics
@@ -452,7 +452,8 @@ async def test_access_log_can_be_switched_off(
 
     config_data["logging"] = {"access_log": access_log}
     bridge = await make_bridge(load_settings(write_config(tmp_path, config_data), environ={}))
-    await Callbacks(f"http://127.0.0.1:{bridge.port}", http).inbox(inbox_body("ref-log"))
+    await Callbacks.of(bridge, http).inbox(inbox_body("ref-log"))
+    await bridge.stop()  # the access log's thread writes what waits before it ends
     lines = [r for r in caplog.records if r.name == "aiohttp.access"]
     assert bool(lines) == access_log
     assert all("/callbacks/***/" in r.getMessage() for r in lines)

@@ -72,7 +72,7 @@ def relay_lines(caplog: pytest.LogCaptureFixture) -> int:
 async def queue_three_rooms(make_bridge: Any, settings: Settings, http: Any) -> Bridge:
     """Three customers with two messages each, acknowledged while Telegram is down."""
     bridge: Bridge = await make_bridge(settings)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     for r, room in enumerate(ROOMS):
         for i in range(2):
             body = inbox_body(f"ref-{r}-{i}", f"pesan {r}-{i}", room_id=room)
@@ -251,7 +251,7 @@ async def test_a_refused_combined_post_is_retried_one_message_at_a_time(
     make_bridge: Any, settings: Settings, telegram: FakeTelegram, http: aiohttp.ClientSession
 ) -> None:
     bridge = await make_bridge(settings)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     # The topic and its header exist first, so the next sendMessage is the combined post.
     await callbacks.inbox(inbox_body("ref-0", "nol"))
     await telegram.wait_for(lambda: texts(telegram)[-1:] == ["nol"], timeout=15)
@@ -277,7 +277,7 @@ async def test_a_one_line_message_is_not_held_up_by_other_rooms_long_messages(
 ) -> None:
     await telegram.go_down()
     bridge = await make_bridge(settings)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     long_text = " ".join(f"kata{i}" for i in range(6500))  # about 58 000 characters
     for r in range(4):  # as many rooms as the relay serves at once
         body = inbox_body(f"long-{r}", long_text, room_id=ROOMS[0][:-1] + str(r))

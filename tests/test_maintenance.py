@@ -25,7 +25,8 @@ async def bridge_command(*argv: str) -> int:
 
 
 def with_port(config_data: dict[str, Any], port: int, host: str = "127.0.0.1") -> dict[str, Any]:
-    return {**config_data, "server": {**config_data["server"], "host": host, "port": port}}
+    """The admin listener (where `bridge health` asks) on host:port."""
+    return {**config_data, "server": {**config_data["server"], "admin": f"{host}:{port}"}}
 
 
 # --- backup ---------------------------------------------------------------------------------
@@ -39,7 +40,7 @@ async def test_a_backup_taken_while_the_bridge_writes_is_a_valid_database_with_t
 ) -> None:
     config = write_config(tmp_path, config_data)
     bridge = await make_bridge(load_settings(config, environ={}))
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     for i in range(200):
         assert (await callbacks.inbox(inbox_body(f"before-{i}", "x" * 500))).status == 200
     before = set(callbacks.acknowledged)
@@ -134,7 +135,7 @@ async def test_health_is_0_against_a_healthy_bridge_on_the_configured_port(
     port = free_port()  # not the image's 8080: the probe must follow the configuration
     config = write_config(tmp_path, with_port(config_data, port))
     bridge = await make_bridge(load_settings(config, environ={}))
-    assert bridge.port == port
+    assert bridge.admin_port == port
     assert (await Callbacks(f"http://127.0.0.1:{port}", http).healthz())[0] == 200
 
     assert await bridge_command("health", "--config", str(config)) == 0

@@ -571,7 +571,7 @@ async def test_running_bridge_reminds_of_a_window_closing_within_warn_minutes(
     data = {**config_data, "window": {"warn_minutes": 120}}
     settings = load_settings(write_config(tmp_path, data, "window.yaml"), environ={})
     first = await make_bridge(settings)
-    callbacks = Callbacks(f"http://127.0.0.1:{first.port}", http)
+    callbacks = Callbacks.of(first, http)
     assert (await callbacks.inbox(inbox_body("ref-1", "halo"))).status == 200
     await telegram.wait_for(lambda: any(m.plain_text == "halo" for m in telegram.messages))
     [topic] = telegram.topics

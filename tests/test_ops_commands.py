@@ -130,7 +130,7 @@ async def test_info_after_the_window_closed_says_when_it_closed(
 ) -> None:
     clock = Clock()
     bridge = await make_bridge(settings, clock=clock)
-    topic = await open_room(Callbacks(f"http://127.0.0.1:{bridge.port}", http), telegram)
+    topic = await open_room(Callbacks.of(bridge, http), telegram)
     room = await bridge.store.room(ROOM)
     assert room is not None
 
@@ -263,7 +263,7 @@ async def test_commands_from_non_operators_are_ignored(
     http: aiohttp.ClientSession,
 ) -> None:
     bridge = await make_bridge(operators_only)
-    topic = await open_room(Callbacks(f"http://127.0.0.1:{bridge.port}", http), telegram)
+    topic = await open_room(Callbacks.of(bridge, http), telegram)
     await nusasms.wait_for(lambda: len(nusasms.calls_to("/balance")) >= 1)  # the start-up read
     balance_reads = len(nusasms.calls_to("/balance"))
     stranger = [

@@ -51,7 +51,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 async def scrape(http: aiohttp.ClientSession, bridge: Bridge) -> Samples:
     """GET /metrics, parsed as Prometheus does: (sample name, labels) -> value."""
-    async with http.get(f"http://127.0.0.1:{bridge.port}/metrics") as response:
+    async with http.get(f"http://127.0.0.1:{bridge.admin_port}/metrics") as response:
         assert response.status == 200
         assert response.content_type == "text/plain"
         text = await response.text()
@@ -192,7 +192,7 @@ async def test_healthz_answers_503_when_the_inbound_queue_is_stuck(
 ) -> None:
     clock = Clock()
     bridge = await make_bridge(settings, clock=clock)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     telegram.fail_next("createForumTopic", 502, "Bad Gateway", times=1000)
     assert (await callbacks.inbox(inbox_body("ref-1"))).status == 200
     await until_room_failed(bridge)
@@ -291,6 +291,7 @@ async def test_in_process_logs_redact_the_callback_secret_in_aiohttp_access_line
         assert response.status == 200
     failure = RuntimeError(f"boom near {settings.server.public_url}/callbacks/{CALLBACK_SECRET}")
     logging.getLogger("bridge.test").error("a failure carrying the secret", exc_info=failure)
+    await bridge.stop()  # the access log's thread writes what waits before it ends
 
     err = capsys.readouterr().err
     assert err.count("POST /callbacks/***/wa/inbox HTTP/1.1") == 2
@@ -337,7 +338,7 @@ async def test_process_logs_are_json_lines_without_secrets_across_failures(
     proc = bridge_process()
     proc.start()
     await proc.wait_ready(http)
-    callbacks = Callbacks(f"http://127.0.0.1:{proc.port}", http)
+    callbacks = proc.callbacks(http)
     assert (await callbacks.inbox(inbox_body("ref-1", "halo"))).status == 200
     wrong = await callbacks.inbox(inbox_body("ref-2"), secret="not-the-secret-at-all")
     assert wrong.status == 404

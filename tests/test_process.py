@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import BridgeProcess, Callbacks, inbox_body
+from tests.conftest import BridgeProcess, inbox_body
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram
 
@@ -26,7 +26,7 @@ async def test_kill_9_right_after_ack_then_restart_still_posts(
     await telegram.go_down()
     proc.start()
     await proc.wait_ready(http)
-    callbacks = Callbacks(f"http://127.0.0.1:{proc.port}", http)
+    callbacks = proc.callbacks(http)
     for i in range(20):
         assert (await callbacks.inbox(inbox_body(f"ref-{i}", f"pesan {i}"))).status == 200
     proc.kill()
@@ -114,13 +114,13 @@ async def test_unreachable_nusasms_does_not_stop_start_up(
     proc = bridge_process()
     proc.start()
     await proc.wait_ready(http)
-    async with http.get(f"http://127.0.0.1:{proc.port}/healthz") as response:
+    async with http.get(proc.healthz_url) as response:
         body = await response.json()
     assert body["nusasms"]["state"] == "unreachable"
     await nusasms.come_up()
     deadline = time.monotonic() + 10
     while body["nusasms"]["state"] != "ok" and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-        async with http.get(f"http://127.0.0.1:{proc.port}/healthz") as response:
+        async with http.get(proc.healthz_url) as response:
             body = await response.json()
     assert body["nusasms"]["state"] == "ok"

@@ -236,7 +236,7 @@ async def test_only_listed_operators_may_reply_or_retry(
 ) -> None:
     settings = configure(tmp_path, config_data, telegram={"operator_ids": [OPERATOR]})
     bridge = await make_bridge(settings)
-    topic = await open_room(Callbacks(f"http://127.0.0.1:{bridge.port}", http), telegram)
+    topic = await open_room(Callbacks.of(bridge, http), telegram)
     telegram.operator_message(thread_id=topic, text="from a stranger", user_id=888)
     nusasms.fail_next(REPLY, 422, {"detail": [{"loc": ["body"], "msg": "nope", "type": "x"}]})
     mine = telegram.operator_message(thread_id=topic, text="from the operator")
@@ -278,7 +278,7 @@ async def test_reply_after_window_is_refused_and_operator_told(
 ) -> None:
     clock = Clock()
     bridge = await make_bridge(settings, clock=clock)
-    topic = await open_room(Callbacks(f"http://127.0.0.1:{bridge.port}", http), telegram)
+    topic = await open_room(Callbacks.of(bridge, http), telegram)
     room = await bridge.store.room(ROOM)
     assert room is not None
 
@@ -323,7 +323,7 @@ async def test_reply_held_until_the_window_closed_is_not_sent_and_operator_told(
 ) -> None:
     clock = Clock()
     bridge = await make_bridge(settings, clock=clock)
-    topic = await open_room(Callbacks(f"http://127.0.0.1:{bridge.port}", http), telegram)
+    topic = await open_room(Callbacks.of(bridge, http), telegram)
     await nusasms.go_down()
     mid = telegram.operator_message(thread_id=topic, text="tertahan")
     await telegram.wait_for(
@@ -440,7 +440,7 @@ async def test_media_link_expires_and_unknown_links_are_404(
 ) -> None:
     clock = Clock()
     bridge = await make_bridge(settings, clock=clock)
-    topic = await open_room(Callbacks(f"http://127.0.0.1:{bridge.port}", http), telegram)
+    topic = await open_room(Callbacks.of(bridge, http), telegram)
     content = content_for("photo")
     telegram.operator_message(thread_id=topic, extra=media_fields(telegram, "photo", content))
     await nusasms.wait_for(lambda: len(nusasms.replies) == 1)
@@ -469,7 +469,7 @@ async def test_upload_mode_sends_the_file_bytes_as_multipart(
 ) -> None:
     settings = configure(tmp_path, config_data, nusasms={"media_mode": "upload"})
     bridge = await make_bridge(settings)
-    topic = await open_room(Callbacks(f"http://127.0.0.1:{bridge.port}", http), telegram)
+    topic = await open_room(Callbacks.of(bridge, http), telegram)
     content = content_for("document")
     extra = {**media_fields(telegram, "document", content), "caption": "tagihan"}
     telegram.operator_message(thread_id=topic, extra=extra)
@@ -788,7 +788,7 @@ async def test_read_timeout_is_not_resent_and_the_operator_decides(
 ) -> None:
     settings = configure(tmp_path, config_data, nusasms={"request_timeout_seconds": 0.5})
     bridge = await make_bridge(settings)
-    topic = await open_room(Callbacks(f"http://127.0.0.1:{bridge.port}", http), telegram)
+    topic = await open_room(Callbacks.of(bridge, http), telegram)
     nusasms.delay_next(REPLY, 2.0)
     mid = telegram.operator_message(thread_id=topic, text="apakah terkirim?")
 
@@ -848,7 +848,7 @@ async def test_kill_9_mid_request_is_not_resent_and_the_operator_is_told(
     proc = bridge_process()
     proc.start()
     await proc.wait_ready(http)
-    callbacks = Callbacks(f"http://127.0.0.1:{proc.port}", http)
+    callbacks = proc.callbacks(http)
     topic = await open_room(callbacks, telegram)
     # NusaSMS takes the reply but answers only long after the bridge is gone.
     nusasms.delay_next(REPLY, 30.0)
@@ -954,7 +954,7 @@ async def clocked_room(
     """A bridge on a clock the test moves, and one room's topic."""
     clock = Clock()
     bridge = await make_bridge(settings, clock=clock)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     return bridge, clock, callbacks, await open_room(callbacks, telegram)
 
 

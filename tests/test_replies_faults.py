@@ -340,7 +340,7 @@ async def test_statuses_of_unknown_ref_nos_are_forgotten_after_a_week(
 ) -> None:
     clock = Clock()
     bridge = await make_bridge(settings, clock=clock)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     topic = await open_room(callbacks, telegram)
     mid = telegram.operator_message(thread_id=topic, text="punya kita")
     await telegram.wait_for(lambda: reaction(telegram, mid) == "🕊")

@@ -135,7 +135,7 @@ async def test_the_running_bridge_deletes_posted_messages_after_the_period(
     assert settings.storage.retention_days == 90  # the default
     db = settings.storage.path
     first = await make_bridge(settings)
-    await Callbacks(f"http://127.0.0.1:{first.port}", http).inbox(inbox_body("ref-1"))
+    await Callbacks.of(first, http).inbox(inbox_body("ref-1"))
     posted = "SELECT count(*) FROM inbound WHERE posted_at > 0"
     await telegram.wait_for(lambda: rows(db, posted) == [1], timeout=10)
     await first.stop()

@@ -152,7 +152,7 @@ async def test_idle_keep_alive_is_closed_after_the_head_timeout(
     serve: Callable[..., Any],
 ) -> None:
     served = await serve(head_timeout=0.5)
-    reader, writer = await open_raw(served.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    reader, writer = await open_raw(served.port, b"GET /media/none HTTP/1.1\r\nHost: x\r\n\r\n")
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 ")
     assert b"keep-alive" in head.lower() or b"connection: close" not in head.lower()
@@ -179,10 +179,9 @@ async def test_a_bridge_with_few_file_descriptors_still_takes_callbacks_under_a_
     tmp_path: Path, config_data: dict[str, Any], http: aiohttp.ClientSession
 ) -> None:
     """The attack that found it: many half-open connections, a low descriptor limit."""
-    port = free_port()
-    config = write_config(
-        tmp_path, {**config_data, "server": {**config_data["server"], "port": port}}, "p.yaml"
-    )
+    port, admin_port = free_port(), free_port()
+    server = {**config_data["server"], "port": port, "admin": f"127.0.0.1:{admin_port}"}
+    config = write_config(tmp_path, {**config_data, "server": server}, "p.yaml")
     log = tmp_path / "flood.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
 
@@ -200,10 +199,11 @@ async def test_a_bridge_with_few_file_descriptors_still_takes_callbacks_under_a_
     attackers: list[Any] = []
     try:
         base = f"http://127.0.0.1:{port}"
+        admin = f"http://127.0.0.1:{admin_port}"
         deadline = time.monotonic() + 20
         while True:
             with suppress(aiohttp.ClientError):
-                status, _ = await Callbacks(base, http).healthz()
+                status, _ = await Callbacks(base, http, admin=admin).healthz()
                 if status == 200:
                     break
             assert process.poll() is None, log.read_text()
@@ -220,7 +220,7 @@ async def test_a_bridge_with_few_file_descriptors_still_takes_callbacks_under_a_
         async with asyncio.timeout(10):
             response = await Callbacks(base, http).inbox(inbox_body("ref-flood"))
         assert response.status == 200
-        status, _ = await Callbacks(base, http).healthz()
+        status, _ = await Callbacks(base, http, admin=admin).healthz()
         assert status == 200
         # Evictions are said once, not per socket; no traceback at all.
         grown = log.read_text(encoding="utf-8", errors="replace")[size_before:]
@@ -348,7 +348,7 @@ async def test_a_room_id_with_a_newline_cannot_forge_a_log_line(
 ) -> None:
     stderr_logging()
     bridge: Bridge = await make_bridge(settings)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     body = inbox_body("ref-forge", "halo", room_id=f"room-1\n{FORGED}")
     assert (await callbacks.inbox(body)).status == 200
     await telegram.wait_for(lambda: any(m.plain_text == "halo" for m in telegram.messages))

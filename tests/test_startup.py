@@ -89,7 +89,7 @@ async def test_port_opens_at_once_while_both_services_hang_and_sigterm_stops_the
     hang_both(config_data, hanging)
     proc = bridge_process()
     proc.start()
-    callbacks = Callbacks(f"http://127.0.0.1:{proc.port}", http)
+    callbacks = proc.callbacks(http)
     await wait_for_log(proc, "database ")
     while True:
         try:
@@ -126,7 +126,7 @@ async def test_sigterm_during_a_slow_shutdown_still_ends_within_ten_seconds(
     proc = bridge_process()
     proc.start()
     await proc.wait_ready(http)
-    callbacks = Callbacks(f"http://127.0.0.1:{proc.port}", http)
+    callbacks = proc.callbacks(http)
     # Telegram takes every call and sits on it: a post is in flight, the long poll hangs,
     # and whatever shutdown asks Telegram is never answered either.
     telegram.delay_next("*", 60, times=1000)
@@ -157,7 +157,7 @@ async def test_shutdown_against_telegram_is_quick_and_quiet(
     proc = bridge_process()
     proc.start()
     await proc.wait_ready(http)
-    callbacks = Callbacks(f"http://127.0.0.1:{proc.port}", http)
+    callbacks = proc.callbacks(http)
     assert (await callbacks.inbox(inbox_body("ref-1"))).status == 200
     topic = await _topic_of_customer(telegram)
     # An operator's update fetched: shutdown has to tell Telegram it was handled.
@@ -203,7 +203,7 @@ async def test_shutdown_confirms_the_updates_it_fetched(
 
 async def _open_topic(bridge: Any, telegram: FakeTelegram) -> int:
     async with aiohttp.ClientSession() as session:
-        callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", session)
+        callbacks = Callbacks.of(bridge, session)
         assert (await callbacks.inbox(inbox_body("ref-topic"))).status == 200
     return await _topic_of_customer(telegram)
 

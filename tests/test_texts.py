@@ -276,7 +276,7 @@ async def test_a_bridge_speaks_the_configured_language_in_the_group(
     settings = load_settings(write_config(tmp_path, data), environ={})
     clock = Clock()
     bridge = await make_bridge(settings, clock=clock)
-    callbacks = Callbacks(f"http://127.0.0.1:{bridge.port}", http)
+    callbacks = Callbacks.of(bridge, http)
     says = SAYS[language]
 
     # The topic header.
