@@ -23,7 +23,7 @@ PER_ROUND = 3
 
 
 def _process(tmp_path: Path, config_data: dict[str, Any], mode: str) -> BridgeProcess:
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     public_url = f"http://127.0.0.1:{port}"
     telegram = dict(config_data["telegram"])
     if mode != "polling":  # polling is the default: this test runs on code without the key
@@ -31,10 +31,15 @@ def _process(tmp_path: Path, config_data: dict[str, Any], mode: str) -> BridgePr
     data = {
         **config_data,
         "telegram": telegram,
-        "server": {**config_data["server"], "port": port, "public_url": public_url},
+        "server": {
+            **config_data["server"],
+            "port": port,
+            "public_url": public_url,
+            "admin": f"127.0.0.1:{admin_port}",
+        },
     }
     config = write_config(tmp_path, data, "process.yaml")
-    return BridgeProcess(config, port, tmp_path / "bridge.log")
+    return BridgeProcess(config, port, tmp_path / "bridge.log", admin_port=admin_port)
 
 
 def _unsettled(database: Path) -> int:
