@@ -283,6 +283,7 @@ class Bridge:
             on_queued=self.wake_outbound,
             clock=self._clock,
         )
+        self._commands.on_new_topic = self._picker.show
         self._workers = [relay, outbox, feedback, alerts, reminders, catalog, Checkpoints(store)]
         self._workers.append(AliasNotes(store, topics, chat_id=s.telegram.chat_id))
         if s.storage.retention_days > 0:

@@ -7,7 +7,7 @@ import html
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from telegram import BotCommand, Message
@@ -110,6 +110,8 @@ class Commands:
         self._alerts = alerts
         self._health = health
         self._chat_id = chat_id
+        # Posts the template list in a topic /new created (the picker's `show`).
+        self.on_new_topic: Callable[[int], Awaitable[None]] | None = None
         self._operators = frozenset(operator_ids)
         self._note_prefix = note_prefix
         self._window = window_seconds
@@ -239,7 +241,7 @@ class Commands:
     async def first_message_prompt(self, room: Room, topic_id: int) -> None:
         """How to send the first template, in the new customer's topic.
 
-        The templates picker plugs its keyboard in here (`markup=`).
+        The templates picker (`on_new_topic`, set by the app) then posts its list there.
         """
         await self._topics.notify(
             topic_id,
@@ -248,6 +250,8 @@ class Commands:
                 "<code>/template NAME value1 | value2</code> sends one."
             ),
         )
+        if self.on_new_topic is not None:
+            await self.on_new_topic(topic_id)
 
     async def _customer_lines(self, room: Room) -> str:
         """/info's part about the customer: every NusaSMS room of theirs, templates sent."""

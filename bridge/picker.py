@@ -156,7 +156,11 @@ class TemplatePicker:
             )
         return True
 
-    async def _list(self, topic_id: int | None, reply_to: int, channel: str | None) -> None:
+    async def show(self, topic_id: int) -> None:
+        """The approved templates with a button each, posted in a topic (a new customer's)."""
+        await self._list(topic_id, None, None)
+
+    async def _list(self, topic_id: int | None, reply_to: int | None, channel: str | None) -> None:
         try:
             channel_id = await self._catalog.channel(channel)
         except ChannelError as exc:
@@ -460,7 +464,7 @@ class TemplatePicker:
             _("Cancelled.") if flow is not None else _("Nothing to cancel."),
         )
 
-    async def _say(self, topic_id: int | None, reply_to: int, text: str) -> None:
+    async def _say(self, topic_id: int | None, reply_to: int | None, text: str) -> None:
         await self._topics.notify(topic_id, text, reply_to=reply_to)
 
 

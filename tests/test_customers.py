@@ -285,6 +285,9 @@ async def test_new_creates_the_customers_topic_and_their_answer_lands_in_it(
     shown = [m.plain_text or "" for m in telegram.messages_in(topic.thread_id)]
     assert any("No reply window is open yet" in t for t in shown)
     assert any("/template NAME" in t for t in shown)
+    # The template list follows, a button each, to choose the first message.
+    [listing] = [m for m in telegram.messages_in(topic.thread_id) if m.reply_markup]
+    assert "bridge_greeting" in (listing.plain_text or "")
 
     again = await answer_to(telegram, command(telegram, "/new +62 812 3456 7890"))
     assert "already has a topic" in (again.plain_text or "")
