@@ -312,5 +312,5 @@ async def test_new_with_an_invalid_number_is_refused_with_the_expected_format(
     answer = await answer_to(telegram, command(telegram, "/new 12ab"))
     assert "is not a phone number" in (answer.plain_text or "")
     assert phones.EXPECTED_FORMAT in (answer.plain_text or "")
-    assert telegram.topics == {} or len(telegram.topics) == 0
+    assert not telegram.topics
     assert await bridge.store.customer_by_number("+12") is None

@@ -55,6 +55,13 @@ async def customer_writes(callbacks: Callbacks, clock: Clock, ref_no: str) -> No
     assert (await callbacks.inbox(body)).status == 200
 
 
+def with_auto_reopen(settings: Settings) -> Settings:
+    """The same settings with `window.auto_reopen: true`."""
+    return settings.model_copy(
+        update={"window": settings.window.model_copy(update={"auto_reopen": True})}
+    )
+
+
 def buttons(notice: SentMessage) -> list[str]:
     markup = notice.reply_markup or {}
     return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row]
@@ -129,9 +136,7 @@ async def test_auto_reopen_sends_the_template_once_per_window(
     nusasms: FakeNusaSMS,
     http: aiohttp.ClientSession,
 ) -> None:
-    settings = settings.model_copy(
-        update={"window": settings.window.model_copy(update={"auto_reopen": True})}
-    )
+    settings = with_auto_reopen(settings)
     _bridge, clock, callbacks = await start(make_bridge, settings, http)
     topic = await open_room(callbacks, telegram)
     clock.offset = 25 * HOUR
@@ -214,9 +219,7 @@ async def test_a_restart_keeps_pending_replies_and_never_sends_the_auto_template
     nusasms: FakeNusaSMS,
     http: aiohttp.ClientSession,
 ) -> None:
-    settings = settings.model_copy(
-        update={"window": settings.window.model_copy(update={"auto_reopen": True})}
-    )
+    settings = with_auto_reopen(settings)
     first, clock, callbacks = await start(make_bridge, settings, http)
     topic = await open_room(callbacks, telegram)
     clock.offset = 25 * HOUR
