@@ -6,6 +6,10 @@ notice with the reason and a Retry button, and a reply NusaSMS keeps turning awa
 unreachable) one notice saying so and until when it keeps trying. What is due is derived
 from the database (`display` vs `shown`), so nothing is lost when Telegram is down: it is
 shown once Telegram answers again.
+
+Reactions wait behind customers' messages in the group's budget (BACKGROUND). A reaction
+reads the reply's state only once its slot is taken, so a state superseded while it
+waited (🕊 then 👌) is never sent: the newest one goes out, once.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from datetime import UTC, datetime, tzinfo
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReactionTypeEmoji
 from telegram.error import BadRequest, Forbidden, TelegramError
 
-from bridge.pacing import backoff_delay
+from bridge.pacing import BACKGROUND, backoff_delay
 from bridge.store import Reply, Store, StoreError
 from bridge.texts import _
 from bridge.topics import Topics
@@ -99,8 +103,8 @@ class Feedback(Worker):
             timeout: float | None = IDLE_POLL_SECONDS
             try:
                 for reply in await self._store.feedback_due(50):
-                    await self._show(reply)
-                    await self._store.mark_shown(reply.id, reply.display)
+                    shown = await self._show(reply)
+                    await self._store.mark_shown(shown.id, shown.display)
             except (TelegramError, StoreError, sqlite3.Error) as exc:
                 timeout = backoff_delay(self._errors.failures("show"))
                 self._errors.failed("show", "cannot show reply states yet: %s", exc)
@@ -108,24 +112,32 @@ class Feedback(Worker):
                 self._errors.recovered("show", "reply states are shown again")
             await self._doze(timeout)
 
-    async def _show(self, reply: Reply) -> None:
-        emoji = REACTIONS.get(reply.display)
-        if emoji is not None:
+    async def _show(self, reply: Reply) -> Reply:
+        """Show the reply's state; returns the reply as shown (its state may have moved on)."""
+        if reply.display in REACTIONS:
+            seen = reply
+
+            async def react() -> None:
+                nonlocal seen
+                # The slot is ours now: show the newest state, not the one that was due.
+                seen = await self._store.reply(reply.id) or reply
+                emoji = REACTIONS.get(seen.display)
+                if emoji is not None:
+                    await self._topics.bot.set_message_reaction(
+                        self._chat_id, seen.operator_message_id, ReactionTypeEmoji(emoji)
+                    )
+
             try:
-                await self._topics.call(
-                    lambda: self._topics.bot.set_message_reaction(
-                        self._chat_id, reply.operator_message_id, ReactionTypeEmoji(emoji)
-                    ),
-                    counts=False,
-                )
+                await self._topics.call(react, priority=BACKGROUND)
             except (BadRequest, Forbidden) as exc:
                 # The operator's message was deleted, or reactions are off: nothing to mark.
                 log.info("cannot react to message %d: %s", reply.operator_message_id, exc)
+            reply = seen
         if notice_html(reply) is None:
-            return
+            return reply
         room = await self._store.room(reply.room_id)
         if room is None or room.topic_id is None:
-            return
+            return reply
         closes = datetime.fromtimestamp(room.last_inbox_at + self._window_seconds, UTC)
         notice = notice_html(reply, f"{closes.astimezone(self._tz):%d %b %H:%M}")
         assert notice is not None
@@ -141,3 +153,4 @@ class Feedback(Worker):
             # The topic was deleted (or the bot lost its rights): this notice can never be
             # posted, and retrying it would hold up every later reply's state.
             log.warning("cannot post the notice of reply %d: %s", reply.id, exc)
+        return reply
