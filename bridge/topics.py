@@ -287,6 +287,11 @@ class Topics:
         )
 
     @property
+    def budget(self) -> GroupBudget:
+        """The group's budget every call here counts against."""
+        return self._budget
+
+    @property
     def bot(self) -> Bot:
         """The bot everything is posted with."""
         return self._bot

@@ -528,6 +528,8 @@ class FakeTelegram(LoopbackServer):
         self._rate_per_minute: int | None = None
         self._rate_window = 60.0
         self._posted_at: deque[float] = deque(maxlen=100_000)
+        # How many calls the rate limit refused with 429.
+        self.rate_limited = 0
 
         self._handlers: dict[str, Callable[[JSON], Awaitable[Any]]] = {
             "getme": self._get_me,
@@ -829,6 +831,7 @@ class FakeTelegram(LoopbackServer):
             # The oldest of the newest `per_minute` calls must leave the window to free a slot.
             frees_at = recent[-self._rate_per_minute] + self._rate_window
             retry_after = max(1, math.ceil(frees_at - now))
+            self.rate_limited += 1
             raise _ApiError(
                 429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after
             )
