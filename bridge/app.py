@@ -160,7 +160,10 @@ class Bridge:
             .build()
         )
         bot = self._telegram.bot
-        budget = GroupBudget(s.telegram.group_budget.messages, s.telegram.group_budget.seconds)
+        # Every call into the group counts against it (public for tests and /status).
+        self.budget = budget = GroupBudget(
+            s.telegram.group_budget.messages, s.telegram.group_budget.seconds
+        )
         topics = Topics(
             bot,
             store,

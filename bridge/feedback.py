@@ -10,6 +10,10 @@ shown once Telegram answers again.
 A template message is shown as a message of its own in the topic (its rendered text),
 posted here once its row is stored; its reactions and notices go on that message. A crash
 between the post and its record posts the text once more, never the template.
+
+Reactions wait behind customers' messages in the group's budget (BACKGROUND). A reaction
+reads the reply's state only once its slot is taken, so a state superseded while it
+waited (🕊 then 👌) is never sent: the newest one goes out, once.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from datetime import UTC, datetime, tzinfo
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReactionTypeEmoji
 from telegram.error import BadRequest, Forbidden, TelegramError
 
-from bridge.pacing import backoff_delay
+from bridge.pacing import BACKGROUND, backoff_delay
 from bridge.store import Reply, Store, StoreError
 from bridge.texts import _
 from bridge.topics import Topics
@@ -112,8 +116,8 @@ class Feedback(Worker):
                 for reply in await self._store.feedback_due(50):
                     if reply.kind == "template" and reply.post_message_id is None:
                         continue  # queued meanwhile: shown once its text is posted
-                    await self._show(reply)
-                    await self._store.mark_shown(reply.id, reply.display)
+                    shown = await self._show(reply)
+                    await self._store.mark_shown(shown.id, shown.display)
             except (TelegramError, StoreError, sqlite3.Error) as exc:
                 timeout = backoff_delay(self._errors.failures("show"))
                 self._errors.failed("show", "cannot show reply states yet: %s", exc)
@@ -135,25 +139,32 @@ class Feedback(Worker):
             return
         await self._store.template_posted(reply.id, message.message_id)
 
-    async def _show(self, reply: Reply) -> None:
-        target = reply.shown_on
-        emoji = REACTIONS.get(reply.display)
-        if emoji is not None:
+    async def _show(self, reply: Reply) -> Reply:
+        """Show the reply's state; returns the reply as shown (its state may have moved on)."""
+        if reply.display in REACTIONS:
+            seen = reply
+
+            async def react() -> None:
+                nonlocal seen
+                # The slot is ours now: show the newest state, not the one that was due.
+                seen = await self._store.reply(reply.id) or reply
+                emoji = REACTIONS.get(seen.display)
+                if emoji is not None:
+                    await self._topics.bot.set_message_reaction(
+                        self._chat_id, seen.shown_on, ReactionTypeEmoji(emoji)
+                    )
+
             try:
-                await self._topics.call(
-                    lambda: self._topics.bot.set_message_reaction(
-                        self._chat_id, target, ReactionTypeEmoji(emoji)
-                    ),
-                    counts=False,
-                )
+                await self._topics.call(react, priority=BACKGROUND)
             except (BadRequest, Forbidden) as exc:
                 # The operator's message was deleted, or reactions are off: nothing to mark.
-                log.info("cannot react to message %d: %s", target, exc)
+                log.info("cannot react to message %d: %s", reply.shown_on, exc)
+            reply = seen
         if notice_html(reply) is None:
-            return
+            return reply
         room = await self._store.room(reply.room_id)
         if room is None or room.topic_id is None:
-            return
+            return reply
         closes = datetime.fromtimestamp(room.last_inbox_at + self._window_seconds, UTC)
         # No reply window holds a template back.
         when = None if reply.kind == "template" else f"{closes.astimezone(self._tz):%d %b %H:%M}"
@@ -163,7 +174,7 @@ class Feedback(Worker):
             await self._topics.notify(
                 room.topic_id,
                 notice,
-                reply_to=target,
+                reply_to=reply.shown_on,
                 # Only a reply that was given up can be retried; a waiting one is retried.
                 # An expired one would only be kept again: the window is still closed.
                 markup=None if reply.display in ("waiting", "expired") else retry_markup(reply.id),
@@ -172,3 +183,4 @@ class Feedback(Worker):
             # The topic was deleted (or the bot lost its rights): this notice can never be
             # posted, and retrying it would hold up every later reply's state.
             log.warning("cannot post the notice of reply %d: %s", reply.id, exc)
+        return reply

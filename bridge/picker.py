@@ -29,6 +29,7 @@ from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, 
 from telegram.error import TelegramError
 
 from bridge.nusasms import NusaSMSError, ReplyMessageType
+from bridge.pacing import BACKGROUND
 from bridge.replies import attachment_of, queue_template
 from bridge.store import Room, Store, StoreError
 from bridge.templates import MEDIA_KINDS, Catalog, ChannelError, TemplateMessage, TemplateSpec
@@ -448,7 +449,9 @@ class TemplatePicker:
                 self._previews[message.message_id] = preview
                 return _("Not stored; press Send again.")
         try:
-            await query.edit_message_reply_markup(None)
+            await self._topics.call(
+                lambda: query.edit_message_reply_markup(None), priority=BACKGROUND
+            )
         except TelegramError as exc:
             log.info("cannot remove the preview's buttons: %s", exc)
         return _("Sending.") if send else _("Cancelled.")

@@ -36,6 +36,7 @@ from bridge.commands import bot_commands
 from bridge.feedback import RETRY_PREFIX
 from bridge.nusasms import ReplyMessageType
 from bridge.outbox import TEMPLATE, AttachmentRefused, AttachmentUnavailable
+from bridge.pacing import BACKGROUND
 from bridge.reopen import ReopenTemplates, ReopenUnavailable
 from bridge.store import NewReply, Room, Store, StoreError
 from bridge.templates import TemplateMessage
@@ -400,7 +401,9 @@ class Replies:
             self._errors.failed("answer", "cannot answer a reopen press: %s", exc)
         if sent:
             try:
-                await query.edit_message_reply_markup(None)
+                await self._topics.call(
+                    lambda: query.edit_message_reply_markup(None), priority=BACKGROUND
+                )
             except TelegramError as exc:
                 log.info("cannot remove the reopen buttons: %s", exc)
 
@@ -475,7 +478,9 @@ class Replies:
             self._errors.recovered("answer", "Retry presses are answered again")
         if answer == _(SENDING_AGAIN):
             try:
-                await query.edit_message_reply_markup(None)
+                await self._topics.call(
+                    lambda: query.edit_message_reply_markup(None), priority=BACKGROUND
+                )
             except TelegramError as exc:
                 log.info("cannot remove a Retry button: %s", exc)
 

@@ -1,7 +1,10 @@
 """Each WhatsApp room has one topic in the forum group: created, reopened, recreated here.
 
-Every post into the group goes through `Topics.post`, which keeps Telegram's shared budget,
-waits as long as a 429 asks (up to a cap), and repairs a topic someone closed or deleted.
+Every call into the group that posts, edits, renames, closes, reopens, pins or reacts goes
+through `Topics` and counts against the group's one budget, by priority: customers'
+messages (`post`, with the topic, header and reopening they need) first, the bridge's
+notices next, background calls (reactions, renames) last. It waits as long as a 429 asks
+(up to a cap) and repairs a topic someone closed or deleted.
 
 What Telegram did is remembered in memory until the database has recorded it: a topic
 created, a header posted, a topic reopened. A write that fails after a successful call is
@@ -23,7 +26,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, RetryAfter, TelegramError
 
 from bridge import render
-from bridge.pacing import GroupBudget
+from bridge.pacing import BACKGROUND, CUSTOMER, NOTICE, GroupBudget
 from bridge.store import Room, Store
 
 log = logging.getLogger(__name__)
@@ -94,39 +97,41 @@ class Topics:
         # Rooms whose topic was closed with /close but is not yet recorded as closed.
         self._unrecorded_closes: set[str] = set()
 
-    async def post(self, room_id: str, html: str, *, plain: bool = False) -> Message:
+    async def post(
+        self, room_id: str, html: str, *, plain: bool = False, priority: int = CUSTOMER
+    ) -> Message:
         """Post `html` (or `plain` text) into the room's topic, making or repairing the topic.
 
         A topic an operator closed with /close is reopened first: a bot allowed to manage
         topics may post into a closed topic without any error, and nobody would notice.
         """
         room = await self._current(room_id)
-        topic_id = await self._ready_topic(room)
-        await self._reopen_if_closed(room, topic_id)
+        topic_id = await self._ready_topic(room, priority)
+        await self._reopen_if_closed(room, topic_id, priority)
         try:
-            return await self._send(topic_id, html, plain=plain)
+            return await self._send(topic_id, html, plain=plain, priority=priority)
         except BadRequest as exc:
             if is_topic_closed(exc):
                 # Closed where the bridge did not see it (the Telegram app), and this bot
                 # may not post into closed topics.
                 log.info("topic %d of room %s was closed; reopening", topic_id, room_id)
-                await self._reopen(topic_id)
-                return await self._send(topic_id, html, plain=plain)
+                await self._reopen(topic_id, priority)
+                return await self._send(topic_id, html, plain=plain, priority=priority)
             if is_topic_gone(exc):
                 log.info("topic %d of room %s is gone; making a new one", topic_id, room_id)
                 await self._store.set_topic(room_id, None)
-                topic_id = await self._ready_topic(await self._current(room_id))
-                return await self._send(topic_id, html, plain=plain)
+                topic_id = await self._ready_topic(await self._current(room_id), priority)
+                return await self._send(topic_id, html, plain=plain, priority=priority)
             raise
 
-    async def prepare(self, room_id: str) -> None:
+    async def prepare(self, room_id: str, *, priority: int = CUSTOMER) -> None:
         """Make sure the room's topic and header exist, then wait for the group's budget.
 
         Called before reading what to post, so the post carries everything that arrived
         while waiting instead of a stale picture.
         """
-        await self._ready_topic(await self._current(room_id))
-        await self._budget.ready()
+        await self._ready_topic(await self._current(room_id), priority)
+        await self._budget.ready(priority=priority)
 
     async def closed(self, room_id: str) -> None:
         """An operator closed the room's topic (with /close): reopen it before the next post."""
@@ -179,7 +184,7 @@ class Topics:
             raise LookupError(f"unknown room {room_id}")
         return room
 
-    async def _ready_topic(self, room: Room) -> int:
+    async def _ready_topic(self, room: Room, priority: int = CUSTOMER) -> int:
         room_id = room.room_id
         topic_id = room.topic_id
         if topic_id is None:
@@ -188,7 +193,8 @@ class Topics:
                 topic = await self._call(
                     lambda: self._bot.create_forum_topic(
                         self._chat_id, render.topic_name(room.sender_number)
-                    )
+                    ),
+                    priority,
                 )
                 topic_id = self._unrecorded_topics[room_id] = topic.message_thread_id
                 log.info("room %s has a new topic %d", room_id, topic_id)
@@ -205,34 +211,38 @@ class Topics:
                 ),
                 tz=self._tz,
             )
-            await self._send(topic_id, header)
+            await self._send(topic_id, header, priority=priority)
             self._unrecorded_headers[room_id] = topic_id
         await self._store.header_posted(room_id)
         self._unrecorded_headers.pop(room_id, None)
         return topic_id
 
-    async def _reopen_if_closed(self, room: Room, topic_id: int) -> None:
+    async def _reopen_if_closed(self, room: Room, topic_id: int, priority: int) -> None:
         room_id = room.room_id
         if not (room.closed or room_id in self._unrecorded_closes):
             self._unrecorded_reopens.discard(room_id)
             return
         if room_id not in self._unrecorded_reopens:
             log.info("reopening topic %d of room %s for the customer's message", topic_id, room_id)
-            await self._reopen(topic_id)
+            await self._reopen(topic_id, priority)
             self._unrecorded_reopens.add(room_id)
             self._unrecorded_closes.discard(room_id)
         if room.closed:
             await self._store.set_closed(room_id, False)
         self._unrecorded_reopens.discard(room_id)
 
-    async def _reopen(self, topic_id: int) -> None:
+    async def _reopen(self, topic_id: int, priority: int) -> None:
         try:
-            await self._call(lambda: self._bot.reopen_forum_topic(self._chat_id, topic_id))
+            await self._call(
+                lambda: self._bot.reopen_forum_topic(self._chat_id, topic_id), priority
+            )
         except BadRequest as exc:
             if not is_not_modified(exc):  # already open: someone reopened it by hand
                 raise
 
-    async def _send(self, topic_id: int, html: str, *, plain: bool = False) -> Message:
+    async def _send(
+        self, topic_id: int, html: str, *, plain: bool = False, priority: int
+    ) -> Message:
         return await self._call(
             lambda: self._bot.send_message(
                 self._chat_id,
@@ -240,12 +250,15 @@ class Topics:
                 parse_mode=None if plain else ParseMode.HTML,
                 message_thread_id=topic_id,
                 link_preview_options=_NO_PREVIEW,
-            )
+            ),
+            priority,
         )
 
-    async def create_topic(self, name: str) -> int:
+    async def create_topic(self, name: str, *, priority: int = NOTICE) -> int:
         """A new topic of the bridge's own (e.g. for alerts); returns its id."""
-        topic = await self._call(lambda: self._bot.create_forum_topic(self._chat_id, name))
+        topic = await self._call(
+            lambda: self._bot.create_forum_topic(self._chat_id, name), priority
+        )
         return topic.message_thread_id
 
     async def notify(
@@ -255,6 +268,7 @@ class Topics:
         *,
         reply_to: int | None = None,
         markup: InlineKeyboardMarkup | None = None,
+        priority: int = NOTICE,
     ) -> Message:
         """Post a notice of the bridge's own into a topic (as a reply, if `reply_to`)."""
         return await self._call(
@@ -268,22 +282,41 @@ class Topics:
                 if reply_to is None
                 else ReplyParameters(reply_to, allow_sending_without_reply=True),
                 reply_markup=markup,
-            )
+            ),
+            priority,
         )
+
+    @property
+    def budget(self) -> GroupBudget:
+        """The group's budget every call here counts against."""
+        return self._budget
 
     @property
     def bot(self) -> Bot:
         """The bot everything is posted with."""
         return self._bot
 
-    async def call(self, request: Callable[[], Awaitable[T]], *, counts: bool = True) -> T:
-        """Any other request into the group, within the budget, waiting out 429s."""
-        return await self._call(request, counts=counts)
+    async def call(
+        self,
+        request: Callable[[], Awaitable[T]],
+        *,
+        counts: bool = True,
+        priority: int | None = None,
+    ) -> T:
+        """Any other request into the group, within the budget, waiting out 429s.
 
-    async def _call(self, request: Callable[[], Awaitable[T]], *, counts: bool = True) -> T:
+        Every call counts: `priority` defaults to NOTICE, or to BACKGROUND with
+        `counts=False` (what reactions and edits passed when they were not counted).
+        `request` runs only once the slot is taken, so it may read then what to send.
+        """
+        if priority is None:
+            priority = NOTICE if counts else BACKGROUND
+        return await self._call(request, priority)
+
+    async def _call(self, request: Callable[[], Awaitable[T]], priority: int = NOTICE) -> T:
         """One request into the group, within the budget, waiting out 429s."""
         for _ in range(_MAX_RETRY_AFTER_ROUNDS):
-            slot = await self._budget.acquire(counts=counts)
+            slot = await self._budget.acquire(priority=priority)
             try:
                 result = await request()
             except ChatMigrated as exc:
@@ -311,7 +344,7 @@ class Topics:
                 self._budget.finish(slot)
             self.on_outcome(None)
             return result
-        slot = await self._budget.acquire(counts=counts)
+        slot = await self._budget.acquire(priority=priority)
         try:
             result = await request()
         except TelegramError as exc:

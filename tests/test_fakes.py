@@ -503,13 +503,58 @@ async def test_rate_limit_answers_429_after_the_budget_and_frees_with_the_window
         await bot.send_message(tg.chat_id, "3", message_thread_id=thread_id)
     retry_after = caught.value.retry_after
     assert retry_after == dt.timedelta(seconds=1)
-    await bot.edit_message_text("edits are not posts", tg.chat_id, tg.messages[0].message_id)
+    with pytest.raises(RetryAfter):  # edits share the budget of posts
+        await bot.edit_message_text("edited", tg.chat_id, tg.messages[0].message_id)
+    await bot.get_chat(tg.chat_id)  # reads do not
 
     # Sleeping exactly retry_after (real seconds) is enough to get a slot.
     assert isinstance(retry_after, dt.timedelta)
     await asyncio.sleep(retry_after.total_seconds())
     await bot.send_message(tg.chat_id, "3", message_thread_id=thread_id)
-    assert [m.text for m in tg.messages_in(thread_id)] == ["edits are not posts", "2", "3"]
+    assert [m.text for m in tg.messages_in(thread_id)] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "edit_message_text",
+        "edit_forum_topic",
+        "close_forum_topic",
+        "reopen_forum_topic",
+        "pin_chat_message",
+        "set_message_reaction",
+        "create_forum_topic",
+        "send_message",
+    ],
+)
+async def test_every_call_that_changes_the_group_shares_the_rate_limit(
+    tg: FakeTelegram, bot: Bot, call: str
+) -> None:
+    thread_id = await new_topic(bot, tg)
+    sent = await bot.send_message(tg.chat_id, "hello", message_thread_id=thread_id)
+    if call == "reopen_forum_topic":
+        await bot.close_forum_topic(tg.chat_id, thread_id)
+    requests = {
+        "edit_message_text": lambda: bot.edit_message_text("x", tg.chat_id, sent.message_id),
+        "edit_forum_topic": lambda: bot.edit_forum_topic(tg.chat_id, thread_id, name="renamed"),
+        "close_forum_topic": lambda: bot.close_forum_topic(tg.chat_id, thread_id),
+        "reopen_forum_topic": lambda: bot.reopen_forum_topic(tg.chat_id, thread_id),
+        "pin_chat_message": lambda: bot.pin_chat_message(tg.chat_id, sent.message_id),
+        "set_message_reaction": lambda: bot.set_message_reaction(tg.chat_id, sent.message_id, "👌"),
+        "create_forum_topic": lambda: bot.create_forum_topic(tg.chat_id, "another"),
+        "send_message": lambda: bot.send_message(tg.chat_id, "more"),
+    }
+    hour = 1 / 60  # a window of an hour: nothing leaves it during the test
+    tg.set_rate_limit(len(tg._posted_at) + 1, time_scale=hour)  # room for one more call
+    await requests[call]()
+    with pytest.raises(RetryAfter):
+        await requests["send_message"]()
+    tg.set_rate_limit(None)
+    await requests["send_message"]()
+    tg.set_rate_limit(len(tg._posted_at), time_scale=hour)  # full
+    with pytest.raises(RetryAfter):
+        await requests[call]()
+    await bot.get_chat(tg.chat_id)  # reads never count
 
 
 async def test_rate_limit_retry_after_is_in_real_seconds_rounded_up(

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
-from bridge.pacing import BACKOFF_MAX_SECONDS, GroupBudget, backoff_delay
+from bridge.pacing import (
+    BACKGROUND,
+    BACKOFF_MAX_SECONDS,
+    CUSTOMER,
+    NOTICE,
+    GroupBudget,
+    backoff_delay,
+)
 
 
 class FakeTime:
@@ -117,18 +125,15 @@ async def test_scaled_window_keeps_the_same_shape() -> None:
     assert t.now == 1001.0
 
 
-async def test_reactions_do_not_spend_the_budget_but_respect_pauses() -> None:
+async def test_background_calls_spend_the_budget_like_any_other() -> None:
     t = FakeTime()
     budget = GroupBudget(1, clock=t.clock, sleep=t.sleep)
     await budget.acquire()
-    assert await budget.acquire(counts=False) is None
-    assert t.now == 1000.0
-    budget.pause(3)
-    assert await budget.acquire(counts=False) is None
-    assert t.now == 1003.0
-    # Only the one counted send holds the window.
-    await budget.acquire()
+    await budget.acquire(priority=BACKGROUND)  # a reaction is a call into the group too
     assert t.now == 1060.0
+    budget.pause(3)
+    await budget.acquire(priority=BACKGROUND)
+    assert t.now == 1120.0
 
 
 async def test_window_counts_from_telegrams_answer_not_the_request() -> None:
@@ -158,6 +163,83 @@ async def test_ready_waits_for_a_free_slot_without_taking_it() -> None:
     assert t.now == 1010.0
     await budget.acquire()
     assert t.now == 1010.0
+
+
+class SteppedTime(FakeTime):
+    """A FakeTime whose sleep lets other tasks run first, so concurrent callers can queue.
+
+    Like a real clock, concurrent sleeps overlap: each ends at its own deadline.
+    """
+
+    async def sleep(self, seconds: float) -> None:
+        until = self.now + seconds
+        self.slept.append(seconds)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        self.now = max(self.now, until)
+
+
+async def test_waiting_calls_go_out_by_priority_then_in_order_of_arrival() -> None:
+    t = SteppedTime()
+    budget = GroupBudget(1, 10, clock=t.clock, sleep=t.sleep)
+    await budget.acquire()
+    order: list[str] = []
+
+    async def call(name: str, priority: int) -> None:
+        await budget.acquire(priority=priority)
+        order.append(name)
+
+    # Queued first, the reaction and the notice still go after the customer's messages.
+    tasks = [
+        asyncio.create_task(call("reaction", BACKGROUND)),
+        asyncio.create_task(call("notice", NOTICE)),
+        asyncio.create_task(call("customer 1", CUSTOMER)),
+        asyncio.create_task(call("customer 2", CUSTOMER)),
+    ]
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+    assert order == ["customer 1", "customer 2", "notice", "reaction"]
+    assert t.now == 1040.0  # one per freed slot, none lost to the reordering
+
+
+async def test_a_slot_ready_found_is_kept_for_its_caller_not_a_background_call() -> None:
+    t = SteppedTime()
+    budget = GroupBudget(2, 10, clock=t.clock, sleep=t.sleep)
+    await budget.acquire()
+    await budget.ready()  # the relay now reads what to post
+    reaction = asyncio.create_task(budget.acquire(priority=BACKGROUND))
+    await asyncio.sleep(0)
+    await budget.acquire()  # the post takes the slot it was shown
+    assert t.now == 1000.0
+    await asyncio.wait_for(reaction, timeout=5)
+    assert t.now == 1010.0
+
+
+async def test_a_slot_held_for_a_caller_that_sends_nothing_is_freed_soon() -> None:
+    t = SteppedTime()
+    budget = GroupBudget(20, 60, clock=t.clock, sleep=t.sleep)
+    await budget.ready()
+    await budget.acquire(priority=BACKGROUND)
+    assert t.now == 1003.0  # one slot's share of the window (60 s / 20)
+
+
+async def test_a_cancelled_waiter_does_not_hold_up_the_ones_behind_it() -> None:
+    t = SteppedTime()
+    budget = GroupBudget(1, 10, clock=t.clock, sleep=t.sleep)
+    await budget.acquire()
+    gate = asyncio.Event()
+
+    async def stuck_sleep(seconds: float) -> None:
+        await gate.wait()
+
+    budget._sleep = stuck_sleep
+    first = asyncio.create_task(budget.acquire())
+    second = asyncio.create_task(budget.acquire(priority=NOTICE))
+    await asyncio.sleep(0)
+    first.cancel()
+    budget._sleep = t.sleep
+    gate.set()
+    await asyncio.wait_for(second, timeout=5)
+    assert budget.waiting == 0
 
 
 # --- backoff -------------------------------------------------------------------------------

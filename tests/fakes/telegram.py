@@ -21,7 +21,8 @@ What the fake models, and the rules it enforces:
   ``<`` is an unsupported tag. Length limits (4096 for text, 1024 for captions) count code
   points of the text after parsing. MarkdownV2 is not parsed; its raw length is counted.
   Returned messages carry the parsed plain text but no entities for HTML input.
-* Rate limit (``set_rate_limit``): accepted calls of message-posting methods share one
+* Rate limit (``set_rate_limit``): accepted calls of the methods in ``_POSTING_METHODS``
+  (posting, editing, topic changes, pins, reactions) share one
   budget of ``per_minute`` calls in any sliding window of ``60 / time_scale`` real seconds.
   Rejected calls do not spend it. Beyond it the answer is ``429 Too Many Requests: retry
   after N`` with ``parameters.retry_after = N``, where **N is in real seconds**: the time
@@ -100,9 +101,25 @@ _MEDIA_KINDS = {
     "sendVoice": "voice",
     "sendAnimation": "animation",
 }
-# Methods that put a message into the chat and so spend the group's flood budget.
+# Methods that spend the group's flood budget (about 20 a minute, shared): everything that
+# puts a message into the chat, and, as Telegram's team says (tdlib/td#2592, #3034), edits,
+# which share the sending limit, and topic creation, which is sending a service message.
+# Renaming, closing and reopening a topic and pinning also post a service message, so they
+# count too. Reactions are counted as well: nothing public says they are free, and a fake
+# stricter than Telegram only costs time, while a laxer one hides a 429. Not counted: reads
+# (getChat, getUpdates, ...), answerCallbackQuery (no per-chat limit, tdlib/telegram-bot-api#648),
+# deleting and unpinning (no message in the chat).
 _POSTING_METHODS = frozenset(
     {
+        "editmessagetext",
+        "editmessagecaption",
+        "editmessagemedia",
+        "editmessagereplymarkup",
+        "editforumtopic",
+        "closeforumtopic",
+        "reopenforumtopic",
+        "pinchatmessage",
+        "setmessagereaction",
         "sendmessage",
         *(method.lower() for method in _MEDIA_KINDS),
         "sendsticker",
@@ -529,6 +546,8 @@ class FakeTelegram(LoopbackServer):
         self._rate_per_minute: int | None = None
         self._rate_window = 60.0
         self._posted_at: deque[float] = deque(maxlen=100_000)
+        # How many calls the rate limit refused with 429.
+        self.rate_limited = 0
 
         self._handlers: dict[str, Callable[[JSON], Awaitable[Any]]] = {
             "getme": self._get_me,
@@ -837,6 +856,7 @@ class FakeTelegram(LoopbackServer):
             # The oldest of the newest `per_minute` calls must leave the window to free a slot.
             frees_at = recent[-self._rate_per_minute] + self._rate_window
             retry_after = max(1, math.ceil(frees_at - now))
+            self.rate_limited += 1
             raise _ApiError(
                 429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after
             )
