@@ -22,8 +22,8 @@ from aiohttp.test_utils import make_mocked_request
 from aiohttp.web_log import AccessLogger
 
 from bench.common import SECRET, median
-from bridge.logs import BackgroundLog, LineFormatter, Redactor, redact_loggers
-from bridge.server import CompactAccessLogger
+from bridge.core.logs import BackgroundLog, LineFormatter, Redactor, redact_loggers
+from bridge.web.server import CompactAccessLogger
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.common import BridgeProcess, environment, median, rss_mb
-from bridge.store import Store
+from bridge.core.store import Store
 
 
 async def build(db: Path, rooms: int, messages: int) -> None:

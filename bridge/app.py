@@ -23,31 +23,28 @@ from telegram import BotCommandScopeChat, Update
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
-from bridge import preflight, texts
-from bridge.alerts import Alerts
-from bridge.commands import Commands, bot_commands
-from bridge.config import Settings
-from bridge.customers import AliasNotes
-from bridge.feedback import RETRY_PREFIX, Feedback
-from bridge.health import Health, Service, ServiceState, describe
-from bridge.intake import Intake
-from bridge.logs import BackgroundLog, redact_loggers
-from bridge.media import MediaLibrary
-from bridge.metrics import Metrics
-from bridge.nusasms import Credit, NusaSMSClient, NusaSMSError
-from bridge.outbox import Outbox
-from bridge.pacing import GroupBudget
-from bridge.picker import TemplatePicker
-from bridge.relay import Relay
-from bridge.reminders import WindowReminders
-from bridge.reopen import ReopenEntry, ReopenTemplates
-from bridge.replies import REOPEN_PREFIX, Replies, fetch_file
-from bridge.retention import Retention
-from bridge.server import build_admin_app, build_app, make_runner, run_site
-from bridge.store import InstanceLock, Store, StoreError
-from bridge.templates import Catalog
-from bridge.topics import Topics
-from bridge.updates import (
+from bridge.channels.intake import Intake
+from bridge.channels.media import MediaLibrary
+from bridge.channels.outbox import Outbox
+from bridge.channels.templates import Catalog
+from bridge.core import texts
+from bridge.core.config import Settings
+from bridge.core.logs import BackgroundLog, redact_loggers
+from bridge.core.metrics import Metrics
+from bridge.core.pacing import GroupBudget
+from bridge.core.store import InstanceLock, Store, StoreError
+from bridge.core.workers import Worker
+from bridge.group.alerts import Alerts
+from bridge.group.aliases import AliasNotes
+from bridge.group.commands import Commands, bot_commands
+from bridge.group.feedback import RETRY_PREFIX, Feedback
+from bridge.group.picker import TemplatePicker
+from bridge.group.relay import Relay
+from bridge.group.reminders import WindowReminders
+from bridge.group.reopen import ReopenEntry, ReopenTemplates
+from bridge.group.replies import REOPEN_PREFIX, Replies, fetch_file
+from bridge.group.topics import Topics
+from bridge.group.updates import (
     UpdateFeed,
     UpdatePoller,
     WebhookInbox,
@@ -55,8 +52,12 @@ from bridge.updates import (
     webhook_secrets,
     webhook_url,
 )
-from bridge.upkeep import Checkpoints
-from bridge.workers import Worker
+from bridge.nusasms import Credit, NusaSMSClient, NusaSMSError
+from bridge.ops import preflight
+from bridge.ops.health import Health, Service, ServiceState, describe
+from bridge.ops.retention import Retention
+from bridge.ops.upkeep import Checkpoints
+from bridge.web.server import build_admin_app, build_app, make_runner, run_site
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from bridge import maintenance
-from bridge.config import ConfigError, Settings, load_settings
-from bridge.logs import Redactor, setup_logging
+from bridge.core.config import ConfigError, Settings, load_settings
+from bridge.core.logs import Redactor, setup_logging
+from bridge.ops import maintenance
 
-# Mirrors bridge.preflight.CHECK_TIMEOUT_SECONDS, which is not imported before it is needed:
+# Mirrors bridge.ops.preflight.CHECK_TIMEOUT_SECONDS, which is not imported before it is needed:
 # `bridge run` with a bad config answers before Telegram's library is even loaded.
 CHECK_TIMEOUT_SECONDS = 10.0
 # `bridge sandbox`: the page's default port, and the key only the emulator accepts.
@@ -168,7 +168,7 @@ async def _sandbox(settings: Settings, page_port: int, failure_rate: float) -> i
 
 
 async def _check(settings: Settings, per_check: float) -> int:
-    from bridge.preflight import checklist
+    from bridge.ops.preflight import checklist
 
     # A detail may quote what a server answered, e.g. a proxy's error page echoing the
     # request URL, which holds the bot token: the checklist is redacted like a log line.

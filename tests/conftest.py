@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from bridge.app import Bridge
-from bridge.config import Settings, load_settings
-from bridge.logs import redact_loggers
+from bridge.core.config import Settings, load_settings
+from bridge.core.logs import redact_loggers
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import DEFAULT_TOKEN, FakeTelegram
 

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from bridge.app import Bridge, StartupError
-from bridge.config import ConfigError, Settings, load_settings
+from bridge.core.config import ConfigError, Settings, load_settings
 from tests.conftest import (
     CALLBACK_SECRET,
     BridgeProcess,

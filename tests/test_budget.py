@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from bridge.app import Bridge
-from bridge.config import Settings, load_settings
+from bridge.core.config import Settings, load_settings
 from tests.conftest import ROOM, Callbacks, inbox_body, write_config
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram

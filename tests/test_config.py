@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import ConfigError, load_settings
+from bridge.core.config import ConfigError, load_settings
 from tests.conftest import write_config
 
 

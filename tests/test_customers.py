@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from bridge import store as store_module
-from bridge.customers import AliasNotes
-from bridge.intake import Intake
+from bridge.channels.intake import Intake
+from bridge.core import store as store_module
+from bridge.core.store import Store
+from bridge.group.aliases import AliasNotes
 from bridge.nusasms import InboxCallback
-from bridge.store import Store
 
 JAKARTA = timezone(timedelta(hours=7))
 NOW = datetime(2026, 11, 27, 5, 0, 0, tzinfo=UTC).timestamp()
@@ -227,7 +227,7 @@ async def test_a_crash_between_claiming_and_posting_the_note_never_doubles_it(
 async def test_the_customers_answer_after_a_broadcast_lands_in_their_topic_and_gets_the_reply(
     bridge: Any, telegram: Any, nusasms: Any, http: Any
 ) -> None:
-    from bridge.render import topic_name
+    from bridge.group.render import topic_name
     from tests.conftest import CALLBACK_SECRET
     from tests.fakes.nusasms import DEFAULT_API_KEY
     from tests.test_ops_commands import answer_to, command
@@ -272,7 +272,7 @@ async def test_the_customers_answer_after_a_broadcast_lands_in_their_topic_and_g
 async def test_new_creates_the_customers_topic_and_their_answer_lands_in_it(
     bridge: Any, telegram: Any, nusasms: Any
 ) -> None:
-    from bridge.render import topic_name
+    from bridge.group.render import topic_name
     from tests.conftest import CALLBACK_SECRET
     from tests.test_ops_commands import answer_to, command
 
@@ -306,7 +306,7 @@ async def test_new_creates_the_customers_topic_and_their_answer_lands_in_it(
 async def test_new_with_an_invalid_number_is_refused_with_the_expected_format(
     bridge: Any, telegram: Any
 ) -> None:
-    from bridge import phones
+    from bridge.core import phones
     from tests.test_ops_commands import answer_to, command
 
     answer = await answer_to(telegram, command(telegram, "/new 12ab"))

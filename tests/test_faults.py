@@ -24,11 +24,11 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.health import Health
-from bridge.intake import Intake
-from bridge.logs import redact_loggers
-from bridge.server import build_app
-from bridge.store import Store
+from bridge.channels.intake import Intake
+from bridge.core.logs import redact_loggers
+from bridge.core.store import Store
+from bridge.ops.health import Health
+from bridge.web.server import build_app
 from tests.conftest import CALLBACK_SECRET, SECRETS, BridgeProcess, Callbacks, inbox_body
 from tests.fakes.telegram import FakeTelegram
 

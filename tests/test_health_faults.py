@@ -19,13 +19,13 @@ import aiohttp
 import pytest
 from telegram.error import BadRequest, Forbidden, NetworkError, TimedOut
 
-from bridge.alerts import ALERTS_TOPIC_NAME
 from bridge.app import Bridge
-from bridge.config import Settings, load_settings
-from bridge.health import Health
+from bridge.core.config import Settings, load_settings
+from bridge.core.store import NewInbound, Store
+from bridge.group.alerts import ALERTS_TOPIC_NAME
 from bridge.nusasms import NusaSMSAuthError, NusaSMSConnectionError
-from bridge.store import NewInbound, Store
-from bridge.upkeep import Checkpoints
+from bridge.ops.health import Health
+from bridge.ops.upkeep import Checkpoints
 from tests.conftest import CALLBACK_SECRET, NUMBER, ROOM, Callbacks, inbox_body, write_config
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram

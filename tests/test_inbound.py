@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from bridge.app import Bridge
-from bridge.config import Settings
+from bridge.core.config import Settings
 from tests.conftest import NUMBER, ROOM, Callbacks, inbox_body
 from tests.fakes.telegram import FakeTelegram
 from tests.settle import settled
@@ -404,13 +404,13 @@ async def test_restart_keeps_the_room_topic(
 
 
 def test_number_shown_in_topic_is_readable() -> None:
-    from bridge.render import topic_name
+    from bridge.group.render import topic_name
 
     assert topic_name(NUMBER) == "+62 812-3456-7890"
 
 
 async def test_database_newer_than_the_code_is_refused(settings: Settings, tmp_path: Path) -> None:
-    from bridge.store import SchemaTooNewError, Store
+    from bridge.core.store import SchemaTooNewError, Store
 
     with sqlite3.connect(settings.storage.path) as db:
         db.execute("PRAGMA user_version = 999")
@@ -447,7 +447,7 @@ async def test_access_log_can_be_switched_off(
     caplog: pytest.LogCaptureFixture,
     access_log: bool,
 ) -> None:
-    from bridge.config import load_settings
+    from bridge.core.config import load_settings
     from tests.conftest import write_config
 
     config_data["logging"] = {"access_log": access_log}

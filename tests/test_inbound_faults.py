@@ -21,11 +21,11 @@ import pytest
 from telegram import Bot
 
 from bridge.app import Bridge
-from bridge.config import Settings
-from bridge.logs import redact_loggers
-from bridge.pacing import MAX_PAUSE_SECONDS, GroupBudget
-from bridge.store import NewInbound, Store, StoreError
-from bridge.topics import Topics
+from bridge.core.config import Settings
+from bridge.core.logs import redact_loggers
+from bridge.core.pacing import MAX_PAUSE_SECONDS, GroupBudget
+from bridge.core.store import NewInbound, Store, StoreError
+from bridge.group.topics import Topics
 from tests.conftest import NUMBER, ROOM, SECRETS, Callbacks, inbox_body
 from tests.fakes.telegram import FakeTelegram
 from tests.test_pacing import FakeTime
@@ -66,7 +66,7 @@ def posting_calls(telegram: FakeTelegram) -> int:
 
 
 def relay_lines(caplog: pytest.LogCaptureFixture) -> int:
-    return sum(1 for r in caplog.records if r.name == "bridge.relay")
+    return sum(1 for r in caplog.records if r.name == "bridge.group.relay")
 
 
 async def queue_three_rooms(make_bridge: Any, settings: Settings, http: Any) -> Bridge:
@@ -446,7 +446,7 @@ async def test_a_room_whose_failure_cannot_be_recorded_still_backs_off(
 
     # backoff 0.5-1 s, 1-2 s, ...: a handful of tries, not hundreds
     assert len(telegram.calls_of("createForumTopic")) <= 5
-    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.relay"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.group.relay"]
     assert sum("could not record" in line for line in lines) == 1
     assert sum("posting room" in line for line in lines) == 1
 

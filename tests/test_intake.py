@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bridge.intake import Intake
+from bridge.channels.intake import Intake
+from bridge.core.store import Store, StoreError
 from bridge.nusasms import InboxCallback, StatusCallback
-from bridge.store import Store, StoreError
 
 JAKARTA = timezone(timedelta(hours=7))
 # 2026-11-27 12:00:00 in Jakarta

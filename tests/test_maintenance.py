@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 
 from bridge.cli import main
-from bridge.config import load_settings
-from bridge.maintenance import backup, probe_health
-from bridge.store import MIGRATIONS
+from bridge.core.config import load_settings
+from bridge.core.store import MIGRATIONS
+from bridge.ops.maintenance import backup, probe_health
 from tests.conftest import Callbacks, free_port, inbox_body, write_config
 
 

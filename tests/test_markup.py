@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from telegram import MessageEntity
 
-from bridge.markup import to_whatsapp
+from bridge.group.markup import to_whatsapp
 
 
 def entity(kind: str, offset: int, length: int, url: str | None = None) -> MessageEntity:

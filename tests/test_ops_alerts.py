@@ -23,15 +23,15 @@ import aiohttp
 import pytest
 from telegram import Bot
 
-from bridge.alerts import ALERTS_TOPIC_NAME, Alerts
 from bridge.app import Bridge
-from bridge.config import AlertSettings, Settings, load_settings
-from bridge.health import Health
+from bridge.core.config import AlertSettings, Settings, load_settings
+from bridge.core.pacing import GroupBudget
+from bridge.core.store import NewInbound, NewReply, Store
+from bridge.group.alerts import ALERTS_TOPIC_NAME, Alerts
+from bridge.group.reminders import WindowReminders
+from bridge.group.topics import Topics
 from bridge.nusasms import NusaSMSClient
-from bridge.pacing import GroupBudget
-from bridge.reminders import WindowReminders
-from bridge.store import NewInbound, NewReply, Store
-from bridge.topics import Topics
+from bridge.ops.health import Health
 from tests.conftest import NUMBER, ROOM, Callbacks, inbox_body, write_config
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram

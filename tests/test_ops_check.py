@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bridge.store import MIGRATIONS
+from bridge.core.store import MIGRATIONS
 from tests.conftest import CALLBACK_SECRET, write_config
 from tests.fakes.hanging import HangingServer
 from tests.fakes.nusasms import FakeNusaSMS

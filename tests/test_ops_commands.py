@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 
 from bridge.app import Bridge
-from bridge.commands import COMMANDS
-from bridge.config import Settings, load_settings
-from bridge.render import topic_name
+from bridge.core.config import Settings, load_settings
+from bridge.group.commands import COMMANDS
+from bridge.group.render import topic_name
 from tests.conftest import NUMBER, ROOM, Callbacks, inbox_body, write_config
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram, SentMessage

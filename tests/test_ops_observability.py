@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from bridge.app import Bridge
-from bridge.config import Settings
-from bridge.health import Health
-from bridge.logs import setup_logging
-from bridge.store import NewInbound, NewReply, Store
+from bridge.core.config import Settings
+from bridge.core.logs import setup_logging
+from bridge.core.store import NewInbound, NewReply, Store
+from bridge.ops.health import Health
 from tests.conftest import (
     CALLBACK_SECRET,
     NUMBER,

@@ -17,6 +17,14 @@ from typing import Any
 
 import pytest
 
+from bridge.channels.outbox import (
+    AttachmentUnavailable,
+    Outbox,
+    _refused_outright,
+    _retry_after,
+    status_rank,
+)
+from bridge.core.store import NewInbound, NewReply, NewStatus, Store
 from bridge.nusasms import (
     MessageStatus,
     NusaSMSAuthError,
@@ -30,14 +38,6 @@ from bridge.nusasms import (
     NusaSMSUnavailableError,
     NusaSMSValidationError,
 )
-from bridge.outbox import (
-    AttachmentUnavailable,
-    Outbox,
-    _refused_outright,
-    _retry_after,
-    status_rank,
-)
-from bridge.store import NewInbound, NewReply, NewStatus, Store
 from tests.fakes.nusasms import FakeNusaSMS
 
 REPLY = "/wa_official/message/reply"

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bridge.pacing import (
+from bridge.core.pacing import (
     BACKGROUND,
     BACKOFF_MAX_SECONDS,
     CUSTOMER,

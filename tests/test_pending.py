@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from bridge.app import Bridge
-from bridge.config import Settings
-from bridge.store import NewInbound, NewReply, Store
+from bridge.core.config import Settings
+from bridge.core.store import NewInbound, NewReply, Store
 from tests.conftest import ROOM, BridgeProcess, Callbacks, inbox_body
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram, SentMessage

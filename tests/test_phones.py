@@ -1,6 +1,6 @@
 import pytest
 
-from bridge.phones import InvalidNumberError, e164
+from bridge.core.phones import InvalidNumberError, e164
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.render import (
+from bridge.group.render import (
     MAX_ENTITIES_PER_POST,
     TELEGRAM_TEXT_LIMIT,
     Inbound,

@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from bridge.app import Bridge
-from bridge.config import Settings, load_settings
-from bridge.render import topic_name
+from bridge.core.config import Settings, load_settings
+from bridge.group.render import topic_name
 from tests.conftest import (
     NUMBER,
     ROOM,

@@ -18,10 +18,10 @@ import aiohttp
 import pytest
 
 from bridge.app import Bridge
-from bridge.config import Settings
+from bridge.channels.outbox import MAX_WAIT_SECONDS, STATUS_RETENTION_SECONDS, Outbox
+from bridge.core.config import Settings
+from bridge.core.store import NewInbound, NewReply, NewStatus, Reply, Store, StoreError
 from bridge.nusasms import NusaSMSClient
-from bridge.outbox import MAX_WAIT_SECONDS, STATUS_RETENTION_SECONDS, Outbox
-from bridge.store import NewInbound, NewReply, NewStatus, Reply, Store, StoreError
 from tests.conftest import NUMBER, ROOM, Callbacks
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram, SentMessage
@@ -109,7 +109,7 @@ async def test_failing_writes_neither_spin_the_outbox_nor_flood_the_log_nor_send
     assert refused < 12
     # One line says outcomes are kept in memory; the second acceptance and every retry of
     # the record are counted, not logged.
-    assert len([r for r in bridge_lines(caplog, since) if r.name == "bridge.outbox"]) == 1
+    assert len([r for r in bridge_lines(caplog, since) if r.name == "bridge.channels.outbox"]) == 1
     assert len(bridge_lines(caplog, since)) <= 2
     assert not [r for r in bridge_lines(caplog, since) if r.exc_info]
     assert len(nusasms.calls_to(REPLY)) == 2  # nothing more while nothing can be recorded

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bridge.config import Settings, load_settings
-from bridge.retention import Retention
-from bridge.store import NewInbound, NewReply, NewStatus, Store
+from bridge.core.config import Settings, load_settings
+from bridge.core.store import NewInbound, NewReply, NewStatus, Store
+from bridge.ops.retention import Retention
 from tests.conftest import ROOM, Callbacks, inbox_body, write_config
 from tests.fakes.telegram import FakeTelegram
 

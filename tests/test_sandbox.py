@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bridge.app import Bridge
 from bridge.cli import SANDBOX_API_KEY, free_port, load_for, main, sandbox_settings
-from bridge.config import ConfigError, Settings
+from bridge.core.config import ConfigError, Settings
 from bridge.sandbox.customers import SandboxNusaSMS, normalize_number, room_of
 from tests.fakes.telegram import FakeTelegram
 

@@ -17,7 +17,7 @@ import pytest
 
 from bridge.app import Bridge
 from bridge.cli import SANDBOX_API_KEY, free_port, sandbox_settings
-from bridge.config import Settings
+from bridge.core.config import Settings
 from bridge.sandbox.customers import SandboxNusaSMS
 from tests.fakes.telegram import FakeTelegram
 

@@ -30,13 +30,13 @@ import pytest
 from aiohttp import web
 
 from bridge.app import Bridge
-from bridge.config import Settings
-from bridge.health import Health
-from bridge.intake import Intake
-from bridge.logs import JSONFormatter, LineFormatter, redact_loggers, setup_logging
-from bridge.media import MediaLibrary
-from bridge.server import BoundedSite, ServerLimits, build_app, make_runner, run_site
-from bridge.store import Store
+from bridge.channels.intake import Intake
+from bridge.channels.media import MediaLibrary
+from bridge.core.config import Settings
+from bridge.core.logs import JSONFormatter, LineFormatter, redact_loggers, setup_logging
+from bridge.core.store import Store
+from bridge.ops.health import Health
+from bridge.web.server import BoundedSite, ServerLimits, build_app, make_runner, run_site
 from tests.conftest import CALLBACK_SECRET, Callbacks, free_port, inbox_body, write_config
 from tests.fakes.telegram import FakeTelegram
 
@@ -275,7 +275,9 @@ async def test_malformed_requests_write_a_bounded_log(
 def record(message: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
     """A log record as a logger would make it."""
     exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
-    return logging.LogRecord("bridge.relay", logging.INFO, __file__, 1, message, args, exc_info)
+    return logging.LogRecord(
+        "bridge.group.relay", logging.INFO, __file__, 1, message, args, exc_info
+    )
 
 
 def caught(exc: Exception) -> Exception:
@@ -291,7 +293,7 @@ def caught(exc: Exception) -> Exception:
     raise AssertionError("not raised")
 
 
-FORGED = "2026-12-03 10:00:00,000 INFO bridge.relay: posted everything, all is fine"
+FORGED = "2026-12-03 10:00:00,000 INFO bridge.group.relay: posted everything, all is fine"
 
 
 def test_plain_log_lines_escape_control_characters_and_indent_tracebacks() -> None:
@@ -355,7 +357,7 @@ async def test_a_room_id_with_a_newline_cannot_forge_a_log_line(
 
     err = capsys.readouterr().err
     assert "Logging error" not in err
-    assert "room-1\\n2026-12-03 10:00:00,000 INFO bridge.relay" in err  # logged, escaped
+    assert "room-1\\n2026-12-03 10:00:00,000 INFO bridge.group.relay" in err  # logged, escaped
     assert not [line for line in err.splitlines() if line.startswith(FORGED)]
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.store import MIGRATIONS
+from bridge.core.store import MIGRATIONS
 from tests.conftest import BridgeProcess, Callbacks, inbox_body
 from tests.fakes.hanging import HangingServer
 from tests.fakes.nusasms import FakeNusaSMS

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bridge.store import MAX_BATCH, NewInbound, NewReply, NewStatus, Store, StoreError
+from bridge.core.store import MAX_BATCH, NewInbound, NewReply, NewStatus, Store, StoreError
 
 ROOM = "room-a"
 OTHER = "room-b"

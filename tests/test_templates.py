@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from bridge.app import Bridge
-from bridge.config import Settings
-from bridge.replies import queue_template
-from bridge.templates import TemplateMessage, TemplateValues
+from bridge.channels.templates import TemplateMessage, TemplateValues
+from bridge.core.config import Settings
+from bridge.group.replies import queue_template
 from tests.conftest import NUMBER, ROOM, Callbacks
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram
@@ -515,8 +515,8 @@ async def test_kill_9_while_the_broadcast_is_in_flight_never_sends_it_again(
 
 
 def test_every_template_shape_reads_to_the_same_understanding() -> None:
+    from bridge.channels.templates import spec_of
     from bridge.nusasms import Template
-    from bridge.templates import spec_of
 
     order = spec_of(Template.model_validate(ORDER))
     assert (order.header_kind, order.header_text, order.body_values) == ("text", "Pesanan {{1}}", 2)
@@ -557,8 +557,8 @@ def test_every_template_shape_reads_to_the_same_understanding() -> None:
 
 
 def test_a_stored_template_message_reads_back_the_same() -> None:
+    from bridge.channels.templates import spec_of
     from bridge.nusasms import Template
-    from bridge.templates import spec_of
 
     order = spec_of(Template.model_validate(ORDER))
     message = order.message(CHANNEL_ID, ["A-17", "Budi", "JNE", "ORD17"])
@@ -577,14 +577,14 @@ def test_a_stored_template_message_reads_back_the_same() -> None:
     ],
 )
 def test_values_split_on_pipes_or_like_a_shell(raw: str, values: list[str]) -> None:
-    from bridge.picker import split_values
+    from bridge.group.picker import split_values
 
     assert split_values(raw) == values
 
 
 async def test_several_channels_need_one_configured_or_named(nusasms: FakeNusaSMS) -> None:
+    from bridge.channels.templates import Catalog, ChannelError
     from bridge.nusasms import NusaSMSClient
-    from bridge.templates import Catalog, ChannelError
 
     second = "0c0c0c0c-1111-4222-8333-444444444444"
     nusasms.channels.append({**nusasms.channels[0], "id": second})

@@ -20,10 +20,11 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from bridge import feedback, render, texts
-from bridge.config import load_settings
-from bridge.texts import _
-from bridge.texts_id import INDONESIAN
+from bridge.core import texts
+from bridge.core.config import load_settings
+from bridge.core.texts import _
+from bridge.core.texts_id import INDONESIAN
+from bridge.group import feedback, render
 from tests.conftest import ROOM, Callbacks, inbox_body, write_config
 from tests.fakes.telegram import FakeTelegram, SentMessage
 

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.store import Store
-from bridge.updates import SECRET_HEADER, WebhookInbox, webhook_secrets
+from bridge.core.store import Store
+from bridge.group.updates import SECRET_HEADER, WebhookInbox, webhook_secrets
 from tests.conftest import BridgeProcess, Callbacks, free_port, inbox_body, write_config
 from tests.fakes.nusasms import FakeNusaSMS
 from tests.fakes.telegram import FakeTelegram
@@ -180,7 +180,7 @@ async def test_webhook_answers_503_when_the_database_cannot_take_the_update(
 async def test_webhook_route_checks_the_secret_header_on_the_public_server(
     make_bridge: Any, config_data: dict[str, Any], tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    from bridge.config import load_settings
+    from bridge.core.config import load_settings
 
     config_data["telegram"]["updates"] = "webhook"
     settings = load_settings(write_config(tmp_path, config_data), environ={})

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bridge.workers import ErrorLog, RoomWorker
+from bridge.core.workers import ErrorLog, RoomWorker
 
 log = logging.getLogger("tests.workers")
 

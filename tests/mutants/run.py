@@ -42,17 +42,17 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "pacing": Target("bridge/pacing.py", None, ("tests/test_pacing.py",)),
-    "intake": Target("bridge/intake.py", None, ("tests/test_intake.py",)),
+    "pacing": Target("bridge/core/pacing.py", None, ("tests/test_pacing.py",)),
+    "intake": Target("bridge/channels/intake.py", None, ("tests/test_intake.py",)),
     "outbox": Target(
-        "bridge/outbox.py",
+        "bridge/channels/outbox.py",
         frozenset(
             {"status_rank", "_apply_statuses", "_refused_outright", "_retry_after", "_retry_later"}
         ),
         ("tests/test_outbox_rules.py",),
     ),
     "store": Target(
-        "bridge/store.py",
+        "bridge/core/store.py",
         frozenset(
             {
                 "add",

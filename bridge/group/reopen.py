@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bridge.channels.templates import Catalog, ChannelError, TemplateMessage
+from bridge.core.store import Room
+from bridge.core.texts import _
 from bridge.nusasms import NusaSMSError
-from bridge.store import Room
-from bridge.templates import Catalog, ChannelError, TemplateMessage
-from bridge.texts import _
 
 
 class ReopenUnavailable(Exception):

@@ -14,9 +14,9 @@ from telegram import Bot, ChatMemberAdministrator
 from telegram.constants import ChatType
 from telegram.error import BadRequest, Forbidden, InvalidToken, TelegramError
 
-from bridge.config import Settings
+from bridge.core.config import Settings
+from bridge.core.store import StoreError, inspect_database
 from bridge.nusasms import NusaSMSAuthError, NusaSMSClient, NusaSMSError, Person
-from bridge.store import StoreError, inspect_database
 
 # `bridge check` gives each service check this long before it calls the service unreachable.
 CHECK_TIMEOUT_SECONDS = 10.0

@@ -15,8 +15,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from bridge.store import Pruned, Store, StoreError
-from bridge.workers import ErrorLog, Worker
+from bridge.core.store import Pruned, Store, StoreError
+from bridge.core.workers import ErrorLog, Worker
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,14 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from telegram import BotCommand, Message
 
-from bridge import phones, render, texts
-from bridge.alerts import Alerts
-from bridge.health import Health
+from bridge.core import phones, texts
+from bridge.core.store import Room, Store
+from bridge.core.texts import N_, _
+from bridge.group import render
+from bridge.group.alerts import Alerts
+from bridge.group.topics import Topics
 from bridge.nusasms import Credit
-from bridge.store import Room, Store
-from bridge.texts import N_, _
-from bridge.topics import Topics
+from bridge.ops.health import Health
 
 log = logging.getLogger(__name__)
 

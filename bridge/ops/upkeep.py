@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from bridge.store import Store, StoreError
-from bridge.workers import ErrorLog, Worker
+from bridge.core.store import Store, StoreError
+from bridge.core.workers import ErrorLog, Worker
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from bridge.texts_id import INDONESIAN
+from bridge.core.texts_id import INDONESIAN
 
 Language = Literal["en", "id"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.config import ConfigError, Settings, load_settings
+from bridge.core.config import ConfigError, Settings, load_settings
 
 COMMANDS = ("backup", "health")
 HEALTH_TIMEOUT_SECONDS = 3.0

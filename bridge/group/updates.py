@@ -23,9 +23,9 @@ from typing import Any
 from telegram import Bot
 from telegram.error import RetryAfter, TelegramError
 
-from bridge.store import Store, StoreError
-from bridge.topics import retry_after_seconds
-from bridge.workers import ErrorLog, Worker
+from bridge.core.store import Store, StoreError
+from bridge.core.workers import ErrorLog, Worker
+from bridge.group.topics import retry_after_seconds
 
 log = logging.getLogger(__name__)
 

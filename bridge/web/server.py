@@ -32,15 +32,15 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from pydantic import BaseModel, ValidationError
 
-from bridge.health import Health
-from bridge.intake import Intake
-from bridge.logs import BackgroundLog
-from bridge.media import MediaLibrary
-from bridge.metrics import Metrics
+from bridge.channels.intake import Intake
+from bridge.channels.media import MediaLibrary
+from bridge.core.logs import BackgroundLog
+from bridge.core.metrics import Metrics
+from bridge.core.store import StoreError
+from bridge.core.workers import ErrorLog
+from bridge.group.updates import SECRET_HEADER, WEBHOOK_PATH, WebhookInbox
 from bridge.nusasms import InboxCallback, StatusCallback
-from bridge.store import StoreError
-from bridge.updates import SECRET_HEADER, WEBHOOK_PATH, WebhookInbox
-from bridge.workers import ErrorLog
+from bridge.ops.health import Health
 
 log = logging.getLogger(__name__)
 

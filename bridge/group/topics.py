@@ -25,9 +25,9 @@ from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, Rep
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, ChatMigrated, RetryAfter, TelegramError
 
-from bridge import render
-from bridge.pacing import BACKGROUND, CUSTOMER, NOTICE, GroupBudget
-from bridge.store import Room, Store
+from bridge.core.pacing import BACKGROUND, CUSTOMER, NOTICE, GroupBudget
+from bridge.core.store import Room, Store
+from bridge.group import render
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ from datetime import UTC, datetime, tzinfo
 from telegram import Message
 from telegram.error import BadRequest, TelegramError
 
-from bridge import render
-from bridge.metrics import Metrics
-from bridge.pacing import BACKOFF_BASE_SECONDS, backoff_delay
-from bridge.store import Inbound, Room, Store, StoreError
-from bridge.texts import _
-from bridge.topics import Topics, is_topic_closed, is_topic_gone
-from bridge.workers import ErrorLog, RoomWorker
+from bridge.core.metrics import Metrics
+from bridge.core.pacing import BACKOFF_BASE_SECONDS, backoff_delay
+from bridge.core.store import Inbound, Room, Store, StoreError
+from bridge.core.texts import _
+from bridge.core.workers import ErrorLog, RoomWorker
+from bridge.group import render
+from bridge.group.topics import Topics, is_topic_closed, is_topic_gone
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ from datetime import UTC, date, datetime, tzinfo
 
 from telegram.error import BadRequest, TelegramError
 
-from bridge import texts
-from bridge.config import AlertSettings
-from bridge.health import Health
-from bridge.metrics import Metrics
+from bridge.core import texts
+from bridge.core.config import AlertSettings
+from bridge.core.metrics import Metrics
+from bridge.core.store import AlertState, Store, StoreError
+from bridge.core.texts import N_, _
+from bridge.core.workers import Worker
+from bridge.group.topics import Topics, is_topic_closed, is_topic_gone
 from bridge.nusasms import Credit, NusaSMSAuthError, NusaSMSClient, NusaSMSError
-from bridge.store import AlertState, Store, StoreError
-from bridge.texts import N_, _
-from bridge.topics import Topics, is_topic_closed, is_topic_gone
-from bridge.workers import Worker
+from bridge.ops.health import Health
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 
-from bridge import phones
+from bridge.core import phones
+from bridge.core.store import NewInbound, NewStatus, Store, StoreError
 from bridge.nusasms import InboxCallback, StatusCallback
-from bridge.store import NewInbound, NewStatus, Store, StoreError
 
 
 class Intake:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, tzinfo
 
 import phonenumbers
 
-from bridge.texts import MONTHS, N_, WEEKDAYS, _
+from bridge.core.texts import MONTHS, N_, WEEKDAYS, _
 
 TELEGRAM_TEXT_LIMIT = 4096
 TOPIC_NAME_LIMIT = 128

@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError
 
-from bridge.logs import Redactor
+from bridge.core.logs import Redactor
+from bridge.core.store import Store
 from bridge.nusasms import (
     NusaSMSAuthError,
     NusaSMSConnectionError,
     NusaSMSTimeoutError,
     NusaSMSUnavailableError,
 )
-from bridge.store import Store
 
 log = logging.getLogger(__name__)
 

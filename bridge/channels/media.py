@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge.store import MediaFile, Store
+from bridge.core.store import MediaFile, Store
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, tzinfo
 
 from telegram.error import BadRequest, TelegramError
 
-from bridge import texts
-from bridge.store import Room, Store, StoreError
-from bridge.texts import _
-from bridge.topics import Topics, is_topic_closed, is_topic_gone
-from bridge.workers import Worker
+from bridge.core import texts
+from bridge.core.store import Room, Store, StoreError
+from bridge.core.texts import _
+from bridge.core.workers import Worker
+from bridge.group.topics import Topics, is_topic_closed, is_topic_gone
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,19 @@ from dataclasses import dataclass, field
 from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.error import TelegramError
 
+from bridge.channels.templates import (
+    MEDIA_KINDS,
+    Catalog,
+    ChannelError,
+    TemplateMessage,
+    TemplateSpec,
+)
+from bridge.core.pacing import BACKGROUND
+from bridge.core.store import Room, Store, StoreError
+from bridge.core.texts import _
+from bridge.group.replies import attachment_of, queue_template
+from bridge.group.topics import Topics
 from bridge.nusasms import NusaSMSError, ReplyMessageType
-from bridge.pacing import BACKGROUND
-from bridge.replies import attachment_of, queue_template
-from bridge.store import Room, Store, StoreError
-from bridge.templates import MEDIA_KINDS, Catalog, ChannelError, TemplateMessage, TemplateSpec
-from bridge.texts import _
-from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
 

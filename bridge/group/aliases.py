@@ -15,16 +15,16 @@ from typing import Protocol
 from telegram import Message
 from telegram.error import BadRequest, TelegramError
 
-from bridge import render
-from bridge.store import Store, StoreError
-from bridge.texts import _
-from bridge.workers import Worker
+from bridge.core.store import Store, StoreError
+from bridge.core.texts import _
+from bridge.core.workers import Worker
+from bridge.group import render
 
 log = logging.getLogger(__name__)
 
 
 class Notifier(Protocol):
-    """What the worker posts through (bridge.topics.Topics)."""
+    """What the worker posts through (bridge.group.topics.Topics)."""
 
     async def notify(self, topic_id: int | None, html: str) -> Message: ...
 

@@ -26,11 +26,11 @@ from datetime import UTC, datetime, tzinfo
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReactionTypeEmoji
 from telegram.error import BadRequest, Forbidden, TelegramError
 
-from bridge.pacing import BACKGROUND, backoff_delay
-from bridge.store import Reply, Store, StoreError
-from bridge.texts import _
-from bridge.topics import Topics
-from bridge.workers import ErrorLog, Worker
+from bridge.core.pacing import BACKGROUND, backoff_delay
+from bridge.core.store import Reply, Store, StoreError
+from bridge.core.texts import _
+from bridge.core.workers import ErrorLog, Worker
+from bridge.group.topics import Topics
 
 log = logging.getLogger(__name__)
 

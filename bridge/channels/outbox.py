@@ -29,9 +29,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from bridge import texts
-from bridge.media import MediaLibrary
-from bridge.metrics import Metrics
+from bridge.channels.media import MediaLibrary
+from bridge.channels.templates import TemplateMessage
+from bridge.core import texts
+from bridge.core.metrics import Metrics
+from bridge.core.pacing import backoff_delay
+from bridge.core.store import Reply, Room, Store, StoreError
+from bridge.core.texts import _
+from bridge.core.workers import ErrorLog, RoomWorker
 from bridge.nusasms import (
     BroadcastMessageParam,
     MessageStatus,
@@ -44,11 +49,6 @@ from bridge.nusasms import (
     ReplyFile,
     ReplyMessageType,
 )
-from bridge.pacing import backoff_delay
-from bridge.store import Reply, Room, Store, StoreError
-from bridge.templates import TemplateMessage
-from bridge.texts import _
-from bridge.workers import ErrorLog, RoomWorker
 
 log = logging.getLogger(__name__)
 

@@ -31,18 +31,19 @@ from telegram import (
 )
 from telegram.error import BadRequest, TelegramError
 
-from bridge import markup, texts
-from bridge.commands import bot_commands
-from bridge.feedback import RETRY_PREFIX
+from bridge.channels.outbox import TEMPLATE, AttachmentRefused, AttachmentUnavailable
+from bridge.channels.templates import TemplateMessage
+from bridge.core import texts
+from bridge.core.pacing import BACKGROUND
+from bridge.core.store import NewReply, Room, Store, StoreError
+from bridge.core.texts import N_, _
+from bridge.core.workers import ErrorLog
+from bridge.group import markup
+from bridge.group.commands import bot_commands
+from bridge.group.feedback import RETRY_PREFIX
+from bridge.group.reopen import ReopenTemplates, ReopenUnavailable
+from bridge.group.topics import Topics
 from bridge.nusasms import ReplyMessageType
-from bridge.outbox import TEMPLATE, AttachmentRefused, AttachmentUnavailable
-from bridge.pacing import BACKGROUND
-from bridge.reopen import ReopenTemplates, ReopenUnavailable
-from bridge.store import NewReply, Room, Store, StoreError
-from bridge.templates import TemplateMessage
-from bridge.texts import N_, _
-from bridge.topics import Topics
-from bridge.workers import ErrorLog
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.core.workers import ErrorLog, Worker
 from bridge.nusasms import NusaSMSClient, NusaSMSError, Template
-from bridge.workers import ErrorLog, Worker
 
 log = logging.getLogger(__name__)
 
