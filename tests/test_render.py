@@ -455,3 +455,12 @@ def test_resuming_at_any_part_gives_the_same_remaining_parts(
     assert [without_our_lines(p.html) for p in resumed] == [
         without_our_lines(p.html) for p in expected
     ]
+
+
+def test_a_title_puts_the_state_then_the_channel_before_the_number() -> None:
+    title = topic_name("+6281234567890", "Budi", channel="✉️ SMS", state="🔴")
+    assert title == "🔴 ✉️ SMS +62 812-3456-7890 · Budi"
+    assert topic_name("+6281234567890") == "+62 812-3456-7890"
+    long = topic_name("+6281234567890", "x" * 300, channel="✉️ SMS", state="🔴")
+    assert long.startswith("🔴 ✉️ SMS +62")
+    assert utf16_len(long) <= 128

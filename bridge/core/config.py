@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -282,6 +283,31 @@ class AlertSettings(_Section):
     topic_id: int | None = None
 
 
+class HelpdeskSettings(_Section):
+    """How the team works: who answers, states, ready answers, signatures, business hours."""
+
+    # first_reply: the first operator who replies is the assignee; manual: Take or /take.
+    assignment: Literal["first_reply", "manual"] = "first_reply"
+    # Sent to the customer by /close when set ({name}, {operator} placeholders).
+    close_message: str = ""
+    # A customer silent this many days is closed with a notice; 0: never.
+    auto_close_days: float = Field(default=0.0, ge=0)
+    # Never more than one topic rename per topic within this many minutes.
+    rename_min_minutes: float = Field(default=5.0, ge=0)
+    # Ready answers: name -> text ({name}, {operator}); `!name` in a topic sends one.
+    canned: dict[str, str] = Field(default_factory=dict)
+    # What the customer reads, e.g. "*{operator}*:\n{text}"; empty: the operator's text only.
+    signature: str = ""
+    # Operators' names on signatures and lists: Telegram user id -> name (else first name).
+    operators: dict[int, str] = Field(default_factory=dict)
+    # Business hours per weekday (mon..sun), e.g. "08:00-17:00", in nusasms.timezone; a day
+    # left out or "" is closed. Empty mapping: always open (no away message).
+    hours: dict[str, str] = Field(default_factory=dict)
+    holidays: list[date] = Field(default_factory=list)
+    # Sent once per conversation to a customer who writes outside business hours.
+    away_message: str = ""
+
+
 class LoggingSettings(_Section):
     """Log verbosity and format."""
 
@@ -301,6 +327,7 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     window: WindowSettings = WindowSettings()
     alerts: AlertSettings = AlertSettings()
+    helpdesk: HelpdeskSettings = HelpdeskSettings()
     logging: LoggingSettings = LoggingSettings()
 
     def secrets(self) -> list[str]:

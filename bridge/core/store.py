@@ -270,6 +270,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX telegram_updates_pending ON telegram_updates (update_id) WHERE done_at IS NULL;
     """,
+    # A customer is (channel, number): WhatsApp Official (every room so far), the WhatsApp
+    # gateway or SMS. A reply may go out on another channel than its room's (`/sms`); NULL
+    # is the room's own. Status events keep the provider's error code (`err_code`).
+    """
+    ALTER TABLE rooms ADD COLUMN channel TEXT NOT NULL DEFAULT 'wa_official';
+    CREATE INDEX rooms_by_customer ON rooms (channel, number);
+    ALTER TABLE outbound ADD COLUMN channel TEXT;
+    ALTER TABLE status_events ADD COLUMN error TEXT;
+    """,
 )
 
 # A batch bigger than this waits for the next commit; it bounds one transaction's latency.
@@ -473,6 +482,8 @@ class Room:
     name: str | None = None
     # The NusaSMS room replies go to: the customer's latest; None before they ever wrote.
     reply_room: str | None = None
+    # Which NusaSMS channel the customer writes on (bridge.channels.base.ChannelName).
+    channel: str = "wa_official"
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,6 +566,8 @@ class Reply:
     template: str | None = None
     # For a template: the bridge's message showing it in the topic (None: not posted yet).
     post_message_id: int | None = None
+    # The channel it goes out on when not the room's own (`/sms`); None: the room's.
+    channel: str | None = None
 
     @property
     def shown_on(self) -> int:
@@ -634,11 +647,12 @@ _NOT_BEHIND_PENDING = (
 
 _REPLY_COLUMNS = (
     "id, room_id, operator_message_id, kind, text, file_id, file_name, file_mime, state, "
-    "attempts, ref_no, status, error, display, shown, operator_id, template, post_message_id"
+    "attempts, ref_no, status, error, display, shown, operator_id, template, post_message_id, "
+    "channel"
 )
 _ROOM_COLUMNS = (
     "room_id, sender_number, topic_id, header_pending, last_inbox_at, attempts, last_error, closed,"
-    " number, name, reply_room"
+    " number, name, reply_room, channel"
 )
 
 
@@ -655,6 +669,7 @@ def _room(row: sqlite3.Row | tuple[Any, ...]) -> Room:
         row[8],
         row[9],
         row[10],
+        row[11],
     )
 
 
@@ -913,14 +928,14 @@ class Store:
 
     # --- customers ------------------------------------------------------------------------
 
-    async def customer_by_number(self, number: str) -> Room | None:
-        """The customer's conversation (their one topic) for an E.164 number, or None."""
+    async def customer_by_number(self, number: str, channel: str = "wa_official") -> Room | None:
+        """The customer's conversation (their one topic) for a number on a channel, or None."""
         rows = await self._fetch(
             f"""
-            SELECT {_ROOM_COLUMNS} FROM rooms WHERE number = ?
+            SELECT {_ROOM_COLUMNS} FROM rooms WHERE number = ? AND channel = ?
             ORDER BY created_at DESC LIMIT 1
             """,  # noqa: S608
-            (number,),
+            (number, channel),
         )
         return _room(rows[0]) if rows else None
 

@@ -66,12 +66,19 @@ def format_phone(number: str) -> str:
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL))
 
 
-def topic_name(number: str, name: str | None = None) -> str:
-    """Forum topic title: the formatted number (and " · name"), never empty, ≤ 128 units."""
+def topic_name(number: str, name: str | None = None, *, channel: str = "", state: str = "") -> str:
+    """Forum topic title: the formatted number (and " · name"), never empty, ≤ 128 units.
+
+    `state` (the conversation's state mark) and `channel` (the channel's title mark, e.g.
+    "✉️ SMS") come first, in that order, when given.
+    """
     title = format_phone(number) if _digits(number) else _(_UNKNOWN_NUMBER)
     clean_name = " ".join(name.split()) if name else ""
     if clean_name:
         title = f"{title} · {clean_name}"
+    marks = " ".join(mark for mark in (state, channel) if mark)
+    if marks:
+        title = f"{marks} {title}"
     if utf16_len(title) <= TOPIC_NAME_LIMIT:
         return title
     return _truncate(title, TOPIC_NAME_LIMIT - 1) + "…"
